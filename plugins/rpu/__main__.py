@@ -1,0 +1,5 @@
+import sys
+
+from rpu.cli import main
+
+sys.exit(main())

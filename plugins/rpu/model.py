@@ -1,0 +1,56 @@
+"""The records the concentrator handles: a file header and one visit (one RPU, one PATIENT)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+# The PATIENT children in the national order (rpu-format.md §2).
+OSCOUR_FIELDS = (
+    "CP", "COMMUNE", "NAISSANCE", "SEXE", "ENTREE", "MODE_ENTREE", "PROVENANCE",
+    "TRANSPORT", "TRANSPORT_PEC", "MOTIF", "GRAVITE", "DP", "LISTE_DA", "LISTE_ACTES",
+    "SORTIE", "MODE_SORTIE", "DESTINATION", "ORIENT",
+)
+
+
+@dataclass(slots=True)
+class Header:
+    """The ETABLISSEMENT block of an OSCOUR (or SYRIUS) file."""
+
+    root: str = "OSCOUR"
+    finess: str | None = None
+    ordre: int | None = None
+    extract: datetime | None = None
+    period_start: date | None = None
+    # None while DATEFIN was empty; the reader then closes the period on the last ENTREE date.
+    period_end: date | None = None
+
+
+@dataclass(slots=True)
+class Visit:
+    """One emergency visit, typed. Codes are normalised text (trimmed, upper case, no dot);
+    a code outside its value set is kept as received and flagged, never dropped."""
+
+    position: int  # 1-based rank of the PATIENT element in its file
+    entree: datetime
+    cp: str | None = None
+    commune: str | None = None
+    naissance: date | None = None
+    sexe: str | None = None
+    mode_entree: str | None = None
+    provenance: str | None = None
+    transport: str | None = None
+    transport_pec: str | None = None
+    motif: str | None = None
+    gravite: str | None = None
+    dp: str | None = None
+    da: list[str] = field(default_factory=list)
+    actes: list[str] = field(default_factory=list)
+    sortie: datetime | None = None
+    mode_sortie: str | None = None
+    destination: str | None = None
+    orient: str | None = None
+    # Producer extension elements (HMED, CIRCONSTANCE, *_UHCD...): kept, never a reason to reject.
+    extensions: dict[str, str] = field(default_factory=dict)
+    # Rule codes of the quality flags raised on this visit.
+    flags: list[str] = field(default_factory=list)
