@@ -1,0 +1,228 @@
+"""Streaming reader of OSCOUR files: the header, then one raw record per PATIENT.
+
+The reader is tolerant of what real producers send (rpu-format.md §2) and strict about what is
+dangerous: the XML is untrusted, so entities are never resolved, no DTD is loaded, the network
+is off, and any document carrying a DOCTYPE is refused before its content is used. Memory does
+not grow with the file: each PATIENT is released as soon as it has been read.
+
+The reader only turns XML into text fields; typing and validation live in ``rpu.validation``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from lxml import etree
+
+ROOTS = ("OSCOUR", "SYRIUS")
+HEADER_TAG = "ETABLISSEMENT"
+RECORD_TAG = "PATIENT"
+LIST_TAGS = {"LISTE_DA": "DA", "LISTE_ACTES": "ACTE"}
+_CHUNK = 1 << 16
+
+
+class FileRefused(Exception):
+    """The file cannot be read as an OSCOUR document. ``rule`` is a code of ``rpu.rules``."""
+
+    def __init__(self, rule: str, detail: str | None = None):
+        super().__init__(rule)
+        self.rule = rule
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class RawRecord:
+    """One PATIENT as text: simple fields, the DA and ACTE lists, unknown (extension) elements."""
+
+    position: int
+    fields: dict[str, str]
+    da: list[str] = field(default_factory=list)
+    actes: list[str] = field(default_factory=list)
+    extensions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RawHeader:
+    root: str
+    fields: dict[str, str]
+
+
+def _text(element) -> str:
+    text = element.text
+    return text if text is not None else ""
+
+
+def _read_record(element, position: int) -> RawRecord:
+    fields: dict[str, str] = {}
+    record = RawRecord(position, fields)
+    for child in element:
+        tag = child.tag
+        if not isinstance(tag, str):  # comments, processing instructions
+            continue
+        item_tag = LIST_TAGS.get(tag)
+        if item_tag is not None:
+            items = record.da if item_tag == "DA" else record.actes
+            items.extend(_text(item) for item in child if item.tag == item_tag)
+        elif tag in _KNOWN_FIELDS:
+            fields[tag] = _text(child)
+        else:
+            record.extensions[tag] = _text(child)
+    return record
+
+
+_KNOWN_FIELDS = frozenset({
+    "CP", "COMMUNE", "NAISSANCE", "SEXE", "ENTREE", "MODE_ENTREE", "PROVENANCE", "TRANSPORT",
+    "TRANSPORT_PEC", "MOTIF", "GRAVITE", "DP", "SORTIE", "MODE_SORTIE", "DESTINATION", "ORIENT",
+    # SYRIUS replaces CP, COMMUNE and NAISSANCE by these.
+    "CODEGEO", "AGE", "AGE_JOURS",
+})
+
+
+def _release(element) -> None:
+    """Free a PATIENT and everything already read before it, at every level up to the root,
+    so that a file of any size is read in constant memory."""
+    element.clear(keep_tail=False)
+    node = element
+    while node is not None:
+        parent = node.getparent()
+        if parent is None:
+            break
+        while node.getprevious() is not None:
+            del parent[0]
+        node = parent
+
+
+class OscourReader:
+    """Iterate over a file's records; ``header`` is set once the ETABLISSEMENT block is read.
+
+    Usage::
+
+        reader = OscourReader(path)
+        for record in reader:        # RawRecord, in file order
+            ...
+        reader.header                # RawHeader (None if the file has no ETABLISSEMENT)
+
+    Raises ``FileRefused`` for an empty, non-XML, truncated, DOCTYPE-carrying or wrong-root
+    document, and for a header placed after the records.
+    """
+
+    def __init__(self, source: str | os.PathLike | BinaryIO):
+        self._source = source
+        self.header: RawHeader | None = None
+        self.root: str | None = None
+        self.records = 0
+
+    def __iter__(self) -> Iterator[RawRecord]:
+        if isinstance(self._source, str | os.PathLike):
+            with open(self._source, "rb") as stream:
+                yield from self._parse(stream)
+        else:
+            yield from self._parse(self._source)
+
+    def _parse(self, stream: BinaryIO) -> Iterator[RawRecord]:
+        parser = etree.XMLPullParser(
+            events=("start", "end"),
+            resolve_entities=False,
+            load_dtd=False,
+            no_network=True,
+            huge_tree=False,
+            remove_comments=True,
+            remove_pis=True,
+        )
+        fed = 0
+        while True:
+            chunk = stream.read(_CHUNK)
+            if not chunk:
+                break
+            fed += len(chunk)
+            try:
+                parser.feed(chunk)
+                yield from self._events(parser)
+            except etree.XMLSyntaxError as error:
+                raise self._syntax_refusal(error, stream) from None
+        if fed == 0:
+            raise FileRefused("EMPTY_FILE")
+        try:
+            parser.close()
+            yield from self._events(parser)
+        except etree.XMLSyntaxError as error:
+            raise self._syntax_refusal(error, stream, at_end=True) from None
+
+    def _events(self, parser) -> Iterator[RawRecord]:
+        for event, element in parser.read_events():
+            if event == "start":
+                if self.root is None:
+                    self._check_root(element)
+                continue
+            tag = element.tag
+            if tag == RECORD_TAG:
+                if self.header is None:
+                    raise FileRefused("HEADER_MISSING")
+                self.records += 1
+                record = _read_record(element, self.records)
+                _release(element)
+                yield record
+            elif tag == HEADER_TAG and self.header is None and element.getparent() is not None \
+                    and element.getparent().getparent() is None:
+                self.header = RawHeader(self.root, {child.tag: _text(child) for child in element
+                                                    if isinstance(child.tag, str)})
+
+    def _check_root(self, element) -> None:
+        tree = element.getroottree()
+        # A DOCTYPE is how entity attacks (XXE, billion laughs) arrive; entities are never
+        # expanded here, and the document is refused outright.
+        if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
+            raise FileRefused("DTD_FORBIDDEN")
+        self.root = element.tag if isinstance(element.tag, str) else ""
+        if self.root not in ROOTS:
+            raise FileRefused("WRONG_ROOT", f"Élément racine trouvé : <{self.root[:40]}>.")
+
+    def _syntax_refusal(self, error, stream, at_end: bool = False) -> FileRefused:
+        message = (error.msg or "").split(", line")[0]
+        if self.root is None and "DOCTYPE" in message.upper():
+            return FileRefused("DTD_FORBIDDEN")
+        if self.root is not None and (at_end or _stream_exhausted(stream)) and _is_end_of_data(error):
+            return FileRefused("TRUNCATED", f"Erreur à la ligne {error.lineno}.")
+        if "Document is empty" in message and self.root is None and not _has_content(stream):
+            return FileRefused("EMPTY_FILE")
+        return FileRefused("NOT_XML", f"Erreur à la ligne {error.lineno} : {message}.")
+
+
+def _is_end_of_data(error) -> bool:
+    message = error.msg or ""
+    return (
+        "Premature end of data" in message
+        or "EndTag" in message
+        or "expected '>'" in message
+        or "Couldn't find end of Start Tag" in message
+        or "Extra content" not in message and "end of" in message.lower()
+    )
+
+
+def _stream_exhausted(stream) -> bool:
+    try:
+        return stream.read(1) == b""
+    except (OSError, ValueError):
+        return False
+
+
+def _has_content(stream) -> bool:
+    try:
+        stream.seek(0)
+        return bool(stream.read(4096).strip())
+    except (OSError, ValueError):
+        return True
+
+
+def read_header_fields(source) -> RawHeader | None:
+    """The header alone, reading no further than needed (used to route a file)."""
+    reader = OscourReader(source)
+    iterator = iter(reader)
+    try:
+        next(iterator, None)
+    finally:
+        iterator.close()
+    return reader.header

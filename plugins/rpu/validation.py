@@ -1,0 +1,374 @@
+"""Validation of an OSCOUR file in the three layers of rpu-format.md §3.
+
+1. the file is rejected when it cannot be trusted (``rules.FILE``);
+2. a visit is rejected when it cannot be dated (``rules.RECORD``);
+3. everything else is kept and flagged (``rules.FLAG``).
+
+``inspect_file`` streams a file once; the loader passes a callback that receives each kept
+visit, the command line passes none. Both get the same ``FileReport``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from rpu import finess as finess_rules
+from rpu.model import Header, Visit
+from rpu.nomenclature import (
+    CCAM_FORMAT,
+    CIM10_FORMAT,
+    CP_FORMAT,
+    DESTINATION_BY_MODE_SORTIE,
+    ORIENT_BY_MODE_SORTIE,
+    PROVENANCE_BY_MODE_ENTREE,
+    VALUE_SETS,
+)
+from rpu.oscour import FileRefused, OscourReader, RawHeader, RawRecord
+from rpu.rules import FILE, Finding
+
+# A report keeps this many findings in memory for display; counts are always complete and a
+# finding callback (the loader's) receives every one of them.
+MAX_KEPT_FINDINGS = 10_000
+MAX_STAY = timedelta(hours=72)
+_CODE_FIELDS = ("SEXE", "MODE_ENTREE", "PROVENANCE", "TRANSPORT", "TRANSPORT_PEC", "GRAVITE",
+                "MODE_SORTIE", "DESTINATION", "ORIENT")
+
+
+@dataclass
+class FileReport:
+    file: str
+    header: Header | None = None
+    records: int = 0  # PATIENT elements read
+    rejected_records: int = 0
+    flagged_records: int = 0
+    normalised_values: int = 0  # codes received lower-case, padded or dotted, and normalised
+    findings: list[Finding] = field(default_factory=list)
+    rule_counts: Counter = field(default_factory=Counter)
+    findings_truncated: bool = False
+    # Receives every finding, even past MAX_KEPT_FINDINGS (the loader journals them all).
+    on_finding: Callable[[Finding], None] | None = field(default=None, repr=False)
+    first_entree: datetime | None = None
+    last_entree: datetime | None = None
+
+    @property
+    def rejected(self) -> bool:
+        return any(f.level == FILE for f in self.findings)
+
+    @property
+    def status(self) -> str:
+        return "rejected" if self.rejected else "accepted"
+
+    @property
+    def kept_records(self) -> int:
+        return 0 if self.rejected else self.records - self.rejected_records
+
+    @property
+    def file_findings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == FILE]
+
+    def add(self, finding: Finding) -> None:
+        self.rule_counts[finding.rule] += 1
+        if self.on_finding is not None:
+            self.on_finding(finding)
+        if len(self.findings) < MAX_KEPT_FINDINGS or finding.level == FILE:
+            self.findings.append(finding)
+        else:
+            self.findings_truncated = True
+
+    def as_json(self) -> dict:
+        header = self.header
+        return {
+            "file": self.file,
+            "status": self.status,
+            "finess": header.finess if header else None,
+            "ordre": header.ordre if header else None,
+            "period_start": header.period_start.isoformat() if header and header.period_start else None,
+            "period_end": header.period_end.isoformat() if header and header.period_end else None,
+            "records": self.records,
+            "rejected_records": self.rejected_records,
+            "flagged_records": self.flagged_records,
+            "issues": [f.as_json() for f in self.findings],
+        }
+
+
+# --- parsing of national formats -------------------------------------------------------------
+
+def parse_date(text: str) -> date:
+    """``dd/mm/yyyy`` (national format). Raises ValueError."""
+    text = text.strip()
+    if len(text) != 10 or text[2] != "/" or text[5] != "/":
+        raise ValueError(text)
+    return date(int(text[6:10]), int(text[3:5]), int(text[0:2]))
+
+
+def parse_datetime(text: str) -> datetime:
+    """``dd/mm/yyyy hh:mm`` with optional ``:ss`` (some producers). Raises ValueError."""
+    text = " ".join(text.split())
+    if len(text) not in (16, 19) or text[2] != "/" or text[5] != "/" or text[10] != " " or text[13] != ":":
+        raise ValueError(text)
+    second = 0
+    if len(text) == 19:
+        if text[16] != ":":
+            raise ValueError(text)
+        second = int(text[17:19])
+    return datetime(int(text[6:10]), int(text[3:5]), int(text[0:2]),
+                    int(text[11:13]), int(text[14:16]), second)
+
+
+def age_in_years(birth: date, on: date) -> int:
+    years = on.year - birth.year
+    if (on.month, on.day) < (birth.month, birth.day):
+        years -= 1
+    return years
+
+
+# --- the header ------------------------------------------------------------------------------
+
+def check_header(raw: RawHeader, report: FileReport) -> Header:
+    fields = {k: " ".join(v.split()) for k, v in raw.fields.items()}
+    header = Header(root=raw.root)
+    finess = fields.get("FINESS", "").upper()
+    if not finess:
+        report.add(Finding("FINESS_MISSING", field="FINESS"))
+    elif not finess_rules.is_well_formed(finess):
+        report.add(Finding("FINESS_FORMAT", field="FINESS", value=finess))
+    elif not finess_rules.check_digit_ok(finess):
+        report.add(Finding("FINESS_CHECK_DIGIT", field="FINESS", value=finess))
+    header.finess = finess or None
+
+    ordre = fields.get("ORDRE", "")
+    if ordre == "":
+        header.ordre = 0  # absent in some producers' files; 0 is the norm
+    elif ordre.isdigit() and int(ordre) < 1000:
+        header.ordre = int(ordre)
+    else:
+        report.add(Finding("ORDRE_INVALID", field="ORDRE", value=ordre))
+
+    try:
+        header.extract = parse_datetime(fields.get("EXTRACT", ""))
+    except ValueError:
+        try:  # some producers send the extraction day alone
+            header.extract = datetime.combine(parse_date(fields.get("EXTRACT", "")), datetime.min.time())
+        except ValueError:
+            report.add(Finding("EXTRACT_INVALID", field="EXTRACT", value=fields.get("EXTRACT")))
+    try:
+        header.period_start = parse_date(fields.get("DATEDEBUT", ""))
+    except ValueError:
+        report.add(Finding("DATEDEBUT_INVALID", field="DATEDEBUT", value=fields.get("DATEDEBUT")))
+    datefin = fields.get("DATEFIN", "")
+    if datefin:
+        try:
+            header.period_end = parse_date(datefin)
+        except ValueError:
+            report.add(Finding("DATEFIN_INVALID", field="DATEFIN", value=datefin))
+    if header.period_start and header.period_end and header.period_end < header.period_start:
+        report.add(Finding("PERIOD_REVERSED", field="DATEFIN", value=datefin,
+                           detail=f"Période déclarée : {fields.get('DATEDEBUT')} → {datefin}."))
+    return header
+
+
+# --- one visit -------------------------------------------------------------------------------
+
+class _VisitChecker:
+    """Types and checks one RawRecord; keeps the per-file state (period, counters)."""
+
+    def __init__(self, header: Header, report: FileReport):
+        self.header = header
+        self.report = report
+
+    def check(self, raw: RawRecord) -> Visit | None:
+        fields = raw.fields
+        entree_text = fields.get("ENTREE", "").strip()
+        if not entree_text:
+            self._reject(raw, "ENTREE_MISSING", None)
+            return None
+        try:
+            entree = parse_datetime(entree_text)
+        except ValueError:
+            self._reject(raw, "ENTREE_INVALID", entree_text)
+            return None
+
+        findings: list[Finding] = []
+        visit = Visit(position=raw.position, entree=entree)
+
+        def flag(rule: str, field_name: str | None, value: str | None = None, detail: str | None = None):
+            findings.append(Finding(rule, raw.position, field_name, value, entree_text, detail))
+
+        # Codes: normalised (trim, upper case), then checked against their value set.
+        codes = {}
+        for name in _CODE_FIELDS:
+            value = self._code(fields.get(name, ""))
+            codes[name] = value
+            if value and value not in VALUE_SETS[name]:
+                flag("VALUE_NOT_IN_SET", name, value)
+        visit.sexe = codes["SEXE"] or None
+        visit.mode_entree = codes["MODE_ENTREE"] or None
+        visit.provenance = codes["PROVENANCE"] or None
+        visit.transport = codes["TRANSPORT"] or None
+        visit.transport_pec = codes["TRANSPORT_PEC"] or None
+        visit.gravite = codes["GRAVITE"] or None
+        visit.mode_sortie = codes["MODE_SORTIE"] or None
+        visit.destination = codes["DESTINATION"] or None
+        visit.orient = codes["ORIENT"] or None
+
+        cp = fields.get("CP", "").strip()
+        if cp and not CP_FORMAT.match(cp):
+            flag("FORMAT_INVALID", "CP", cp)
+        visit.cp = cp or None
+        commune = " ".join(fields.get("COMMUNE", "").split())
+        visit.commune = commune.upper() or None
+        motif = " ".join(fields.get("MOTIF", "").split())
+        visit.motif = motif or None
+
+        dp = self._cim10(fields.get("DP", ""))
+        if dp and not CIM10_FORMAT.match(dp):
+            flag("FORMAT_INVALID", "DP", dp)
+        visit.dp = dp or None
+        for raw_da in raw.da:
+            da = self._cim10(raw_da)
+            if da:
+                if not CIM10_FORMAT.match(da):
+                    flag("FORMAT_INVALID", "DA", da)
+                visit.da.append(da)
+        for raw_acte in raw.actes:
+            acte = self._code(raw_acte)
+            if acte:
+                if not CCAM_FORMAT.match(acte):
+                    flag("FORMAT_INVALID", "ACTE", acte)
+                visit.actes.append(acte)
+
+        naissance = fields.get("NAISSANCE", "").strip()
+        if naissance:
+            try:
+                visit.naissance = parse_date(naissance)
+            except ValueError:
+                flag("DATE_INVALID", "NAISSANCE", naissance)
+            else:
+                age = age_in_years(visit.naissance, entree.date())
+                if not 0 <= age <= 120:
+                    flag("AGE_OUT_OF_RANGE", "NAISSANCE", naissance, f"Âge calculé : {age} ans.")
+
+        sortie = fields.get("SORTIE", "").strip()
+        if sortie:
+            try:
+                visit.sortie = parse_datetime(sortie)
+            except ValueError:
+                flag("DATE_INVALID", "SORTIE", sortie)
+            else:
+                if visit.sortie < entree:
+                    flag("SORTIE_BEFORE_ENTREE", "SORTIE", sortie)
+                elif visit.sortie - entree > MAX_STAY:
+                    flag("STAY_TOO_LONG", "SORTIE", sortie)
+
+        self._check_coherence(codes, flag)
+
+        header = self.header
+        if (header.period_start and entree.date() < header.period_start) or (
+                header.period_end and entree.date() > header.period_end):
+            flag("ENTREE_OUTSIDE_PERIOD", "ENTREE", entree_text)
+
+        if raw.extensions:
+            visit.extensions = {k: " ".join(v.split()) for k, v in raw.extensions.items()}
+        self._count_entree(entree)
+        if findings:
+            self.report.flagged_records += 1
+            visit.flags = sorted({f.rule for f in findings})
+            for finding in findings:
+                self.report.add(finding)
+        return visit
+
+    @staticmethod
+    def _check_coherence(codes: dict, flag) -> None:
+        """Cross-field tables of rpu-format.md §3. An empty value is missing data (it counts in
+        exhaustivité), and a value outside its set is already flagged: neither is incoherent."""
+        checks = (
+            ("PROVENANCE", "MODE_ENTREE", PROVENANCE_BY_MODE_ENTREE, "PROVENANCE_INCOHERENT"),
+            ("DESTINATION", "MODE_SORTIE", DESTINATION_BY_MODE_SORTIE, "DESTINATION_INCOHERENT"),
+            ("ORIENT", "MODE_SORTIE", ORIENT_BY_MODE_SORTIE, "ORIENT_INCOHERENT"),
+        )
+        for name, mode_name, table, rule in checks:
+            value, mode = codes[name], codes[mode_name]
+            allowed = table.get(mode)
+            if allowed and value in VALUE_SETS[name] and value not in allowed:
+                flag(rule, name, value, f"{mode_name} : {mode}.")
+
+    def _code(self, text: str) -> str:
+        code = text.strip().upper()
+        if code and code != text:
+            self.report.normalised_values += 1
+        return code
+
+    def _cim10(self, text: str) -> str:
+        code = self._code(text)
+        if "." in code:
+            self.report.normalised_values += 1
+            code = code.replace(".", "")
+        return code
+
+    def _count_entree(self, entree: datetime) -> None:
+        report = self.report
+        if report.first_entree is None or entree < report.first_entree:
+            report.first_entree = entree
+        if report.last_entree is None or entree > report.last_entree:
+            report.last_entree = entree
+
+    def _reject(self, raw: RawRecord, rule: str, value: str | None) -> None:
+        self.report.rejected_records += 1
+        self.report.add(Finding(rule, raw.position, "ENTREE", value, value))
+
+
+# --- the whole file --------------------------------------------------------------------------
+
+VisitSink = Callable[[Visit, Header], None]
+
+
+def inspect_file(source, name: str | None = None, on_visit: VisitSink | None = None,
+                 on_finding: Callable[[Finding], None] | None = None) -> FileReport:
+    """Read and validate one file in a single streaming pass.
+
+    ``on_visit`` receives every kept visit (not the rejected ones) with the file's header, in file
+    order, while the
+    file is read; when the report ends up ``rejected`` the caller must discard what it received
+    (the loader does so by rolling back)."""
+    report = FileReport(file=name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<flux>"),
+                        on_finding=on_finding)
+    reader = OscourReader(source)
+    checker: _VisitChecker | None = None
+    try:
+        for raw in reader:
+            if checker is None:
+                checker = _start(reader, report)
+            if checker is _SKIP:
+                continue  # the header is fatal: only count the records
+            visit = checker.check(raw)
+            if visit is not None and on_visit is not None:
+                on_visit(visit, report.header)
+        if checker is None and reader.header is not None:
+            checker = _start(reader, report)
+        report.records = reader.records
+        if reader.header is None:
+            report.add(Finding("HEADER_MISSING"))
+    except FileRefused as refusal:
+        report.records = reader.records
+        report.add(Finding(refusal.rule, detail=refusal.detail))
+    if report.header and report.header.period_end is None and report.header.period_start and not report.rejected:
+        # An empty DATEFIN: the period ends on the last ENTREE date (or DATEDEBUT without any).
+        last = report.last_entree.date() if report.last_entree else report.header.period_start
+        report.header.period_end = max(last, report.header.period_start)
+    return report
+
+
+_SKIP = object()
+
+
+def _start(reader: OscourReader, report: FileReport):
+    report.header = check_header(reader.header, report)
+    return _SKIP if report.rejected else _VisitChecker(report.header, report)
+
+
+def validate_file(path: str | os.PathLike) -> FileReport:
+    return inspect_file(path)
