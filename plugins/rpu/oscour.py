@@ -20,7 +20,6 @@ from lxml import etree
 ROOTS = ("OSCOUR", "SYRIUS")
 HEADER_TAG = "ETABLISSEMENT"
 RECORD_TAG = "PATIENT"
-LIST_TAGS = {"LISTE_DA": "DA", "LISTE_ACTES": "ACTE"}
 _CHUNK = 1 << 16
 
 
@@ -56,20 +55,20 @@ def _text(element) -> str:
 
 
 def _read_record(element, position: int) -> RawRecord:
+    # The hot loop of every load: kept to plain iteration and dict stores.
     fields: dict[str, str] = {}
     record = RawRecord(position, fields)
     for child in element:
         tag = child.tag
-        if not isinstance(tag, str):  # comments, processing instructions
-            continue
-        item_tag = LIST_TAGS.get(tag)
-        if item_tag is not None:
-            items = record.da if item_tag == "DA" else record.actes
-            items.extend(_text(item) for item in child if item.tag == item_tag)
-        elif tag in _KNOWN_FIELDS:
-            fields[tag] = _text(child)
+        if tag == "LISTE_DA":
+            record.da = [item.text or "" for item in child if item.tag == "DA"]
+        elif tag == "LISTE_ACTES":
+            record.actes = [item.text or "" for item in child if item.tag == "ACTE"]
         else:
-            record.extensions[tag] = _text(child)
+            fields[tag] = child.text or ""
+    if len(fields) > len(_KNOWN_FIELDS) or not fields.keys() <= _KNOWN_FIELDS:
+        for tag in fields.keys() - _KNOWN_FIELDS:
+            record.extensions[tag] = fields.pop(tag)
     return record
 
 
@@ -123,8 +122,12 @@ class OscourReader:
             yield from self._parse(self._source)
 
     def _parse(self, stream: BinaryIO) -> Iterator[RawRecord]:
+        # Only ETABLISSEMENT and PATIENT produce events: asking for every element's events
+        # costs half the reading time. The root and any DOCTYPE are checked first, by a small
+        # parser that reads no further than the root's start tag.
         parser = etree.XMLPullParser(
-            events=("start", "end"),
+            events=("end",),
+            tag=(HEADER_TAG, RECORD_TAG),
             resolve_entities=False,
             load_dtd=False,
             no_network=True,
@@ -132,6 +135,8 @@ class OscourReader:
             remove_comments=True,
             remove_pis=True,
         )
+        sniffer = etree.XMLPullParser(events=("start",), resolve_entities=False, load_dtd=False,
+                                      no_network=True, huge_tree=False)
         fed = 0
         while True:
             chunk = stream.read(_CHUNK)
@@ -139,33 +144,40 @@ class OscourReader:
                 break
             fed += len(chunk)
             try:
+                if self.root is None:
+                    self._sniff(sniffer, chunk)
                 parser.feed(chunk)
-                yield from self._events(parser)
+                yield from self._records(parser)
             except etree.XMLSyntaxError as error:
                 raise self._syntax_refusal(error, stream) from None
         if fed == 0:
             raise FileRefused("EMPTY_FILE")
         try:
-            parser.close()
-            yield from self._events(parser)
+            if self.root is None:
+                sniffer.close()
+            root = parser.close()
+            yield from self._records(parser)
         except etree.XMLSyntaxError as error:
             raise self._syntax_refusal(error, stream, at_end=True) from None
+        if self.root is None:  # a document too short for the sniffer to have seen its root
+            self._check_root(root)
 
-    def _events(self, parser) -> Iterator[RawRecord]:
-        for event, element in parser.read_events():
-            if event == "start":
-                if self.root is None:
-                    self._check_root(element)
-                continue
-            tag = element.tag
-            if tag == RECORD_TAG:
+    def _sniff(self, sniffer, chunk: bytes) -> None:
+        sniffer.feed(chunk)
+        for _event, element in sniffer.read_events():
+            self._check_root(element)
+            return
+
+    def _records(self, parser) -> Iterator[RawRecord]:
+        for _event, element in parser.read_events():
+            if element.tag == RECORD_TAG:
                 if self.header is None:
                     raise FileRefused("HEADER_MISSING")
                 self.records += 1
                 record = _read_record(element, self.records)
                 _release(element)
                 yield record
-            elif tag == HEADER_TAG and self.header is None and element.getparent() is not None \
+            elif self.header is None and element.getparent() is not None \
                     and element.getparent().getparent() is None:
                 self.header = RawHeader(self.root, {child.tag: _text(child) for child in element
                                                     if isinstance(child.tag, str)})

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 
 from rpu import finess as finess_rules
 from rpu.model import Header, Visit
@@ -97,6 +98,7 @@ class FileReport:
 
 # --- parsing of national formats -------------------------------------------------------------
 
+@lru_cache(maxsize=1 << 16)
 def parse_date(text: str) -> date:
     """``dd/mm/yyyy`` (national format). Raises ValueError."""
     text = text.strip()
@@ -105,6 +107,7 @@ def parse_date(text: str) -> date:
     return date(int(text[6:10]), int(text[3:5]), int(text[0:2]))
 
 
+@lru_cache(maxsize=1 << 16)
 def parse_datetime(text: str) -> datetime:
     """``dd/mm/yyyy hh:mm`` with optional ``:ss`` (some producers). Raises ValueError."""
     text = " ".join(text.split())
@@ -179,6 +182,7 @@ class _VisitChecker:
     def __init__(self, header: Header, report: FileReport):
         self.header = header
         self.report = report
+        self.first_day, self.last_day = header.period_start, header.period_end
 
     def check(self, raw: RawRecord) -> Visit | None:
         fields = raw.fields
@@ -201,19 +205,16 @@ class _VisitChecker:
         # Codes: normalised (trim, upper case), then checked against their value set.
         codes = {}
         for name in _CODE_FIELDS:
-            value = self._code(fields.get(name, ""))
-            codes[name] = value
-            if value and value not in VALUE_SETS[name]:
-                flag("VALUE_NOT_IN_SET", name, value)
-        visit.sexe = codes["SEXE"] or None
-        visit.mode_entree = codes["MODE_ENTREE"] or None
-        visit.provenance = codes["PROVENANCE"] or None
-        visit.transport = codes["TRANSPORT"] or None
-        visit.transport_pec = codes["TRANSPORT_PEC"] or None
-        visit.gravite = codes["GRAVITE"] or None
-        visit.mode_sortie = codes["MODE_SORTIE"] or None
-        visit.destination = codes["DESTINATION"] or None
-        visit.orient = codes["ORIENT"] or None
+            value = fields.get(name)
+            if value and value not in VALUE_SETS[name]:  # the fast path is a valid code as spelt
+                value = self._code(value)
+                if value and value not in VALUE_SETS[name]:
+                    flag("VALUE_NOT_IN_SET", name, value)
+            codes[name] = value or None
+        get = codes.get
+        visit.sexe, visit.mode_entree, visit.provenance = get("SEXE"), get("MODE_ENTREE"), get("PROVENANCE")
+        visit.transport, visit.transport_pec, visit.gravite = get("TRANSPORT"), get("TRANSPORT_PEC"), get("GRAVITE")
+        visit.mode_sortie, visit.destination, visit.orient = get("MODE_SORTIE"), get("DESTINATION"), get("ORIENT")
 
         cp = fields.get("CP", "").strip()
         if cp and not CP_FORMAT.match(cp):
@@ -224,18 +225,22 @@ class _VisitChecker:
         motif = " ".join(fields.get("MOTIF", "").split())
         visit.motif = motif or None
 
-        dp = self._cim10(fields.get("DP", ""))
+        dp = fields.get("DP", "")
+        if not CIM10_FORMAT.match(dp):  # fast path: a code as the norm spells it
+            dp = self._cim10(dp)
         if dp and not CIM10_FORMAT.match(dp):
             flag("FORMAT_INVALID", "DP", dp)
         visit.dp = dp or None
-        for raw_da in raw.da:
-            da = self._cim10(raw_da)
+        for da in raw.da:
+            if not CIM10_FORMAT.match(da):
+                da = self._cim10(da)
             if da:
                 if not CIM10_FORMAT.match(da):
                     flag("FORMAT_INVALID", "DA", da)
                 visit.da.append(da)
-        for raw_acte in raw.actes:
-            acte = self._code(raw_acte)
+        for acte in raw.actes:
+            if not CCAM_FORMAT.match(acte):
+                acte = self._code(acte)
             if acte:
                 if not CCAM_FORMAT.match(acte):
                     flag("FORMAT_INVALID", "ACTE", acte)
@@ -266,9 +271,8 @@ class _VisitChecker:
 
         self._check_coherence(codes, flag)
 
-        header = self.header
-        if (header.period_start and entree.date() < header.period_start) or (
-                header.period_end and entree.date() > header.period_end):
+        day = entree.date()
+        if (self.first_day and day < self.first_day) or (self.last_day and day > self.last_day):
             flag("ENTREE_OUTSIDE_PERIOD", "ENTREE", entree_text)
 
         if raw.extensions:
@@ -291,7 +295,7 @@ class _VisitChecker:
             ("ORIENT", "MODE_SORTIE", ORIENT_BY_MODE_SORTIE, "ORIENT_INCOHERENT"),
         )
         for name, mode_name, table, rule in checks:
-            value, mode = codes[name], codes[mode_name]
+            value, mode = codes[name] or "", codes[mode_name]
             allowed = table.get(mode)
             if allowed and value in VALUE_SETS[name] and value not in allowed:
                 flag(rule, name, value, f"{mode_name} : {mode}.")

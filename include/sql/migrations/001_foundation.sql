@@ -87,7 +87,6 @@ CREATE TABLE rpu (
     flags             text[]    NOT NULL DEFAULT '{}'   -- rule codes of its quality flags
 );
 CREATE INDEX rpu_scope ON rpu (finess, ordre, entree);
-CREATE INDEX rpu_received_file ON rpu (received_file_id);
 
 -- Every finding: file-level (record_no NULL), rejected visits and flagged visits.
 CREATE TABLE record_issue (

@@ -1,0 +1,189 @@
+"""Session-wide test setup: a private Airflow home, and real services on loopback.
+
+Every service is started here, from a fresh clone, with nothing to install or run first:
+PostgreSQL (the one on 127.0.0.1:5432 when it answers, else a private ``pgserver``; or
+``RPU_TEST_DATABASE_URL``), an SFTP server and an SMTP sink. Connections reach Airflow the
+way they do in production: ``AIRFLOW_CONN_<ID>`` variables, in their JSON form.
+
+Fixtures:
+    pg_admin_url         (session)  admin URL of the PostgreSQL server
+    database_url         (session)  URL of a throwaway database rpu_test_<random>;
+                                    sets AIRFLOW_CONN_RPU_DB
+    fresh_database_url   (function) factory: fresh_database_url() -> URL of a new empty database
+    sftp_server          (session)  running SftpServer; sets AIRFLOW_CONN_RPU_INBOX,
+                                    AIRFLOW_CONN_INVS_OUTBOX, AIRFLOW_CONN_ARS_OUTBOX
+    clean_sftp           (function) sftp_server, running, with an empty root
+    smtp_sink            (session)  running SmtpSink; sets AIRFLOW_CONN_SMTP_DEFAULT
+    mailbox              (function) smtp_sink with no message kept
+    airflow_home         (session)  the temporary AIRFLOW_HOME
+    airflow_db           (session)  Airflow's metadata database, reset once (for dag.test())
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import secrets
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+# --- Before anything imports Airflow: its configuration is read once, at first import. ---
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if "airflow" in sys.modules:
+    raise RuntimeError(
+        "airflow was imported before tests/conftest.py could point AIRFLOW_HOME at a temporary "
+        "directory; the tests would use (and reset) a real Airflow home"
+    )
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="rpu-test-airflow-home-"))
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
+os.environ.pop("AIRFLOW_CONFIG", None)  # an inherited airflow.cfg must not leak in
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # Pinned, so an inherited AIRFLOW__DATABASE__SQL_ALCHEMY_CONN can never be reset.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+    }
+)
+# Not AIRFLOW__CORE__UNIT_TEST_MODE: it swaps in Airflow's own unit_tests.cfg (LocalExecutor,
+# DAGs unpaused at creation, cron *data-interval* timetables), i.e. not the production config.
+if str(REPO_ROOT / "plugins") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "plugins"))
+
+import pytest  # noqa: E402
+from rpu.local_services import (  # noqa: E402
+    SftpServer,
+    SmtpSink,
+    create_database,
+    drop_database,
+    postgres_accepts,
+    postgres_airflow_connection,
+    start_postgres,
+    stop_private_postgres,
+)
+
+SFTP_CONNECTION_IDS = ("rpu_inbox", "invs_outbox", "ars_outbox")
+
+
+def _conn_env(conn_id: str) -> str:
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+# --------------------------------------------------------------------------- Airflow
+
+
+@pytest.fixture(scope="session")
+def airflow_home() -> Path:
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def airflow_db(airflow_home: Path) -> Path:
+    """A migrated, empty Airflow metadata database (SQLite in the temporary home)."""
+    from airflow.utils import db
+
+    db.resetdb()
+    return airflow_home
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``RPU_TEST_DATABASE_URL`` if set (and it must answer), else the server on
+    127.0.0.1:5432, else a private pgserver stopped at the end of the session."""
+    url = os.environ.get("RPU_TEST_DATABASE_URL")
+    if url:
+        if not postgres_accepts(url):
+            pytest.fail(f"RPU_TEST_DATABASE_URL is set but no PostgreSQL accepts connections there: {url}")
+        yield url
+        return
+    try:
+        yield start_postgres(tmp_path_factory.mktemp("postgres") / "data")
+    finally:
+        stop_private_postgres()
+
+
+@pytest.fixture(scope="session")
+def database_url(pg_admin_url: str) -> Iterator[str]:
+    """A throwaway database for the whole session, reachable by Airflow as ``rpu_db``."""
+    name = f"rpu_test_{secrets.token_hex(4)}"
+    url = create_database(pg_admin_url, name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(_conn_env("rpu_db"), json.dumps(postgres_airflow_connection(url)))
+        try:
+            yield url
+        finally:
+            drop_database(pg_admin_url, name)
+
+
+@pytest.fixture
+def fresh_database_url(pg_admin_url: str) -> Iterator[Callable[[], str]]:
+    """Factory: each call creates another empty database; all are dropped after the test."""
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"rpu_test_{secrets.token_hex(4)}"
+        names.append(name)
+        return create_database(pg_admin_url, name)
+
+    yield make
+    for name in names:
+        drop_database(pg_admin_url, name)
+
+
+# --------------------------------------------------------------------------- SFTP
+
+
+@pytest.fixture(scope="session")
+def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SftpServer]:
+    root = tmp_path_factory.mktemp("sftp-root")
+    server = SftpServer(root, username="rpu", password=secrets.token_urlsafe(12)).start()
+    connection = json.dumps(server.airflow_connection())
+    with pytest.MonkeyPatch.context() as mp:
+        for conn_id in SFTP_CONNECTION_IDS:
+            mp.setenv(_conn_env(conn_id), connection)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def clean_sftp(sftp_server: SftpServer) -> SftpServer:
+    """The SFTP server, running (a previous test may have stopped it) with an empty root."""
+    sftp_server.start()
+    for entry in sftp_server.root.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return sftp_server
+
+
+# --------------------------------------------------------------------------- SMTP
+
+
+@pytest.fixture(scope="session")
+def smtp_sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpSink]:
+    # One sink for the whole session: SmtpNotifier caches its hook (and so the port).
+    sink = SmtpSink(mailbox_dir=tmp_path_factory.mktemp("mailbox")).start()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(_conn_env("smtp_default"), json.dumps(sink.airflow_connection()))
+        try:
+            yield sink
+        finally:
+            sink.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_sink: SmtpSink) -> SmtpSink:
+    """The SMTP sink with no message kept from earlier tests."""
+    smtp_sink.clear()
+    return smtp_sink
