@@ -1,0 +1,194 @@
+"""A region's configuration: one TOML file per region.
+
+It names the region, its operator (ORU) and ARS addresses, its cut-off times, the CP → CODEGEO
+table, the destinations' settings and every establishment with its status and contacts.
+Secrets never go here: they live in Airflow connections (``AIRFLOW_CONN_*``, from ``.env``).
+
+The file is found through ``RPU_REGION_CONFIG``; it is read when a task runs, never when a DAG
+file is parsed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+
+from rpu import finess as finess_rules
+
+STATUSES = ("onboarding", "parallel", "live", "inactive")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+class RegionConfigError(Exception):
+    """The region configuration is missing or wrong; the message says where."""
+
+
+@dataclass(frozen=True)
+class EstablishmentConfig:
+    finess: str
+    ordre: int
+    name: str
+    legal_finess: str | None
+    status: str
+    it_contacts: tuple[str, ...] = ()
+    ars_contacts: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.finess, self.ordre)
+
+
+@dataclass(frozen=True)
+class Region:
+    code: str
+    name: str
+    operator_emails: tuple[str, ...]
+    ars_emails: tuple[str, ...]
+    establishments: tuple[EstablishmentConfig, ...]
+    path: Path | None = None
+    timezone: str = "Europe/Paris"
+    absence_cutoff: time = time(10, 0)
+    invs_time: time = time(5, 30)
+    atih_day: int = 10
+    atih_delivery: str = "http"  # "http" (Syrius two-step upload) or "sftp"
+    codegeo_csv: Path | None = None
+    exports_dir: Path | None = None
+    airflow_url: str = "http://localhost:8080"
+    extra: dict = field(default_factory=dict)
+
+    def establishment(self, finess: str, ordre: int | None = None) -> EstablishmentConfig | None:
+        for establishment in self.establishments:
+            if establishment.finess == finess and (ordre is None or establishment.ordre == ordre):
+                return establishment
+        return None
+
+    def sender_may_send_for(self, folder_finess: str, header_finess: str) -> bool:
+        """A folder's establishment may send its own files, and those of an establishment tied
+        to the same legal FINESS (one hospital's IT sending for its several sites)."""
+        if folder_finess == header_finess:
+            return True
+        owner, other = self.establishment(folder_finess), self.establishment(header_finess)
+        return bool(owner and other and owner.legal_finess and owner.legal_finess == other.legal_finess)
+
+
+def config_path(explicit: str | os.PathLike | None = None) -> Path:
+    path = explicit or os.environ.get("RPU_REGION_CONFIG")
+    if not path:
+        raise RegionConfigError("Aucune configuration de région : définissez RPU_REGION_CONFIG ou passez --region.")
+    return Path(path)
+
+
+def load(path: str | os.PathLike | None = None) -> Region:
+    path = config_path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RegionConfigError(f"Configuration de région introuvable : {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise RegionConfigError(f"{path} : TOML invalide ({error})") from None
+    return parse(data, path)
+
+
+def parse(data: dict, path: Path | None = None) -> Region:
+    where = str(path) if path else "configuration"
+    region = data.get("region") or {}
+    schedule = data.get("schedule") or {}
+    paths = data.get("paths") or {}
+    atih = data.get("atih") or {}
+    errors: list[str] = []
+
+    def need(section: dict, key: str, section_name: str):
+        if not section.get(key):
+            errors.append(f"[{section_name}] {key} manquant")
+        return section.get(key)
+
+    code = need(region, "code", "region")
+    name = need(region, "name", "region")
+    operator_emails = _emails(region.get("operator_emails") or region.get("operator_email"), "region.operator_emails", errors)
+    if not operator_emails:
+        errors.append("[region] operator_emails manquant (adresse des alertes d'échec)")
+    ars_emails = _emails(region.get("ars_emails"), "region.ars_emails", errors)
+
+    establishments = []
+    seen = set()
+    for i, item in enumerate(data.get("establishment") or [], start=1):
+        establishment = _establishment(item, i, errors)
+        if establishment is None:
+            continue
+        if establishment.key in seen:
+            errors.append(f"établissement n°{i} : FINESS {establishment.finess} ORDRE {establishment.ordre} déclaré deux fois")
+        seen.add(establishment.key)
+        establishments.append(establishment)
+
+    base = path.parent if path else Path.cwd()
+    delivery = atih.get("delivery", "http")
+    if delivery not in ("http", "sftp"):
+        errors.append("[atih] delivery doit valoir \"http\" ou \"sftp\"")
+    result = None
+    try:
+        result = Region(
+            code=code or "", name=name or "", operator_emails=operator_emails, ars_emails=ars_emails,
+            establishments=tuple(establishments), path=path,
+            timezone=region.get("timezone", "Europe/Paris"),
+            absence_cutoff=_time(schedule.get("absence_cutoff", "10:00"), "schedule.absence_cutoff", errors),
+            invs_time=_time(schedule.get("invs_time", "05:30"), "schedule.invs_time", errors),
+            atih_day=int(schedule.get("atih_day", 10)),
+            atih_delivery=delivery,
+            codegeo_csv=(base / paths["codegeo_csv"]) if paths.get("codegeo_csv") else None,
+            exports_dir=(base / paths["exports_dir"]) if paths.get("exports_dir") else None,
+            airflow_url=region.get("airflow_url", "http://localhost:8080"),
+            extra={k: v for k, v in data.items() if k not in ("region", "schedule", "paths", "atih", "establishment")},
+        )
+    except (TypeError, ValueError) as error:
+        errors.append(str(error))
+    if result and not 1 <= result.atih_day <= 28:
+        errors.append("[schedule] atih_day doit être entre 1 et 28")
+    if errors:
+        raise RegionConfigError(f"{where} : " + " ; ".join(errors))
+    return result
+
+
+def _emails(value, where: str, errors: list[str]) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    for item in items:
+        if not isinstance(item, str) or not _EMAIL.match(item):
+            errors.append(f"{where} : adresse invalide {item!r}")
+    return tuple(items)
+
+
+def _time(value, where: str, errors: list[str]) -> time:
+    try:
+        hour, minute = str(value).split(":")
+        return time(int(hour), int(minute))
+    except ValueError:
+        errors.append(f"{where} : heure invalide {value!r} (attendu HH:MM)")
+        return time(0, 0)
+
+
+def _establishment(item: dict, index: int, errors: list[str]) -> EstablishmentConfig | None:
+    where = f"établissement n°{index}"
+    finess = str(item.get("finess", "")).strip().upper()
+    if not finess_rules.is_well_formed(finess) or not finess_rules.check_digit_ok(finess):
+        errors.append(f"{where} : FINESS invalide {finess!r}")
+        return None
+    legal = item.get("legal_finess")
+    legal = str(legal).strip().upper() if legal else None
+    if legal and not finess_rules.is_well_formed(legal):
+        errors.append(f"{where} : FINESS juridique invalide {legal!r}")
+    status = item.get("status", "onboarding")
+    if status not in STATUSES:
+        errors.append(f"{where} : statut {status!r} inconnu ({', '.join(STATUSES)})")
+    if not item.get("name"):
+        errors.append(f"{where} : nom manquant")
+    return EstablishmentConfig(
+        finess=finess, ordre=int(item.get("ordre", 0)), name=str(item.get("name", "")), legal_finess=legal,
+        status=status,
+        it_contacts=_emails(item.get("it_contacts"), f"{where}.it_contacts", errors),
+        ars_contacts=_emails(item.get("ars_contacts"), f"{where}.ars_contacts", errors),
+    )
