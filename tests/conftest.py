@@ -56,6 +56,7 @@ if str(REPO_ROOT / "plugins") not in sys.path:
     sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
 import pytest  # noqa: E402
+
 from rpu.local_services import (  # noqa: E402
     SftpServer,
     SmtpSink,

@@ -12,6 +12,7 @@ import asyncssh
 import paramiko
 import psycopg
 import pytest
+
 from rpu.local_services import (
     SftpServer,
     SmtpSink,

@@ -1,0 +1,116 @@
+"""The one module of ``rpu`` that imports Airflow: connections, alerts, shared task settings.
+
+DAG files import from here; nothing here looks anything up at import time (connections and
+the region file are read when a task runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import timedelta
+
+import psycopg
+from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from airflow.sdk import Asset, Connection
+
+from rpu import region as region_config
+from rpu.mail import SmtpSettings
+
+DB_CONN_ID = "rpu_db"
+INBOX_CONN_ID = "rpu_inbox"
+INVS_CONN_ID = "invs_outbox"
+ATIH_CONN_ID = "atih_syrius"
+ARS_CONN_ID = "ars_outbox"
+SMTP_CONN_ID = "smtp_default"
+
+# The regional RPU table: rpu_ingest updates it when it loads visits; downstream DAGs follow it.
+RPU_TABLE = Asset(name="rpu_regional_table", uri="rpu://regional-database/public/rpu")
+
+
+class OperatorAlert(SmtpNotifier):
+    """A failed task e-mails the region's operators (ORU). The address comes from the region
+    configuration, read when the failure happens, not when the DAG file is parsed."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("subject", "[RPU] Échec : {{ ti.dag_id }}.{{ ti.task_id }}")
+        kwargs.setdefault("html_content", (
+            "<p>La tâche <b>{{ ti.task_id }}</b> du DAG <b>{{ ti.dag_id }}</b> a échoué "
+            "(exécution {{ ti.run_id }}, tentative {{ ti.try_number }}).</p>"
+            "<p>Consultez le journal de la tâche dans l'interface Airflow, puis la section "
+            "« En cas d'échec » de la documentation du DAG.</p>"))
+        super().__init__(to="", smtp_conn_id=SMTP_CONN_ID, **kwargs)
+
+    def notify(self, context):
+        if not self.to:
+            try:
+                self.to = list(region_config.load().operator_emails)
+            except region_config.RegionConfigError:
+                self.to = ["root@localhost"]  # still alert someone rather than nobody
+        return super().notify(context)
+
+
+def default_args(**overrides) -> dict:
+    """Shared by every DAG: retries with backoff, then an e-mail to the ORU."""
+    args = {
+        "owner": "oru",
+        "retries": 3,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=15),
+        "on_failure_callback": OperatorAlert(),
+    }
+    args.update(overrides)
+    return args
+
+
+def region() -> region_config.Region:
+    return region_config.load()
+
+
+def database_url() -> str:
+    connection = Connection.get(DB_CONN_ID)
+    return connection.get_uri().replace("postgres://", "postgresql://", 1)
+
+
+@contextlib.contextmanager
+def database() -> Iterator[psycopg.Connection]:
+    with psycopg.connect(database_url()) as conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def sftp_session(conn_id: str) -> Iterator:
+    """One SFTP session (a paramiko SFTPClient) for the whole task."""
+    from airflow.providers.sftp.hooks.sftp import SFTPHook
+
+    hook = SFTPHook(ssh_conn_id=conn_id)
+    with hook.get_managed_conn() as sftp:
+        yield sftp
+
+
+def sftp_base_path(conn_id: str) -> str:
+    """The folder of the SFTP server to work in: the connection's extra ``path`` if any."""
+    return (Connection.get(conn_id).extra_dejson or {}).get("path", "")
+
+
+def smtp_settings() -> SmtpSettings:
+    connection = Connection.get(SMTP_CONN_ID)
+    extra = connection.extra_dejson or {}
+    return SmtpSettings(
+        host=connection.host or "127.0.0.1",
+        port=int(connection.port or 25),
+        sender=extra.get("from_email") or "concentrateur-rpu@localhost",
+        user=connection.login or None,
+        password=connection.password or None,
+        starttls=not _true(extra.get("disable_tls", False)),
+    )
+
+
+def _true(value) -> bool:
+    return value is True or str(value).lower() in ("true", "1", "yes")
+
+
+def send_mail(to: list[str], subject: str, body: str, attachments=()) -> None:
+    if to:
+        smtp_settings().send(list(to), subject, body, list(attachments))

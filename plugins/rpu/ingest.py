@@ -1,0 +1,324 @@
+"""The ingest use case: establishments' files from the SFTP inbox into the regional store.
+
+The inbox layout (what an establishment's IT is told)::
+
+    <FINESS>/depot/     the establishment drops its files here
+    <FINESS>/traites/   files loaded (or recognised as already received), with their report
+    <FINESS>/rejetes/   files refused, each with <name>.rapport.txt saying why
+
+For each stable file of each registered establishment's ``depot/``: download, check the
+sender, load it in one transaction, and only after the commit move it to ``traites/`` or
+``rejetes/`` (never overwriting), with a French report beside it when there is something to
+say. A failure anywhere leaves each file either loaded and moved, or still in ``depot/``; a
+file loaded but not yet moved is recognised by its checksum on the next run (``duplicate``)
+and moved then, never loaded twice.
+
+The SFTP side is any object with the few methods of ``Inbox`` (a paramiko SFTP client
+wrapped by ``SftpInbox``), so this module needs no Airflow.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import posixpath
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+import psycopg
+
+from rpu.loader import LoadResult, load_file
+from rpu.oscour import FileRefused, read_header_fields
+from rpu.region import Region
+from rpu.report import format_report, needs_report
+from rpu.rules import Finding
+
+log = logging.getLogger(__name__)
+
+DEPOT, PROCESSED, REJECTED = "depot", "traites", "rejetes"
+REPORT_SUFFIX = ".rapport.txt"
+# Names that producers and SFTP clients use while a file is still being written.
+_TEMPORARY_SUFFIXES = (".part", ".tmp", ".temp", ".filepart", ".partial", ".crdownload", "~")
+# A file unchanged for this long is complete even if the previous listing did not see it.
+SETTLE_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    path: str
+    size: int
+    mtime: int
+
+
+class SftpInbox:
+    """The inbox over one SFTP session (a paramiko ``SFTPClient``): one session per run."""
+
+    def __init__(self, sftp, base: str = ""):
+        self.sftp = sftp
+        self.base = base.rstrip("/")
+
+    def _path(self, *parts: str) -> str:
+        return posixpath.join(self.base, *parts) if self.base else posixpath.join(*parts)
+
+    def folders(self) -> list[str]:
+        return sorted(entry.filename for entry in self.sftp.listdir_attr(self.base or ".")
+                      if stat.S_ISDIR(entry.st_mode or 0) and not entry.filename.startswith("."))
+
+    def files(self, folder: str) -> list[InboxFile]:
+        directory = self._path(folder, DEPOT)
+        try:
+            entries = self.sftp.listdir_attr(directory)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            (InboxFile(posixpath.join(folder, DEPOT, e.filename), e.st_size or 0, int(e.st_mtime or 0))
+             for e in entries if stat.S_ISREG(e.st_mode or 0)),
+            key=lambda f: (f.mtime, f.path),
+        )
+
+    def download(self, path: str, local: Path) -> None:
+        self.sftp.get(self._path(path), str(local))
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.sftp.stat(self._path(path))
+            return True
+        except FileNotFoundError:
+            return False
+
+    def ensure_folder(self, path: str) -> None:
+        if not self.exists(path):
+            self.sftp.mkdir(self._path(path))
+
+    def move(self, source: str, target: str) -> None:
+        # posix-rename: atomic, and refuses nothing; the caller has chosen a free name.
+        self.sftp.posix_rename(self._path(source), self._path(target))
+
+    def write_text(self, path: str, text: str) -> None:
+        temporary = path + ".part"
+        self.sftp.putfo(io.BytesIO(text.encode("utf-8")), self._path(temporary))
+        self.sftp.posix_rename(self._path(temporary), self._path(path))
+
+
+def is_temporary_name(name: str) -> bool:
+    lower = name.lower()
+    return name.startswith(".") or lower.endswith(_TEMPORARY_SUFFIXES) or lower.endswith(REPORT_SUFFIX)
+
+
+@dataclass
+class FolderSummary:
+    loaded: int = 0
+    rejected: int = 0
+    duplicate: int = 0
+    superseded: int = 0
+    visits_loaded: int = 0
+    waiting: int = 0  # files still being written, left for the next run
+
+    @property
+    def taken(self) -> int:
+        return self.loaded + self.rejected + self.duplicate + self.superseded
+
+
+@dataclass
+class IngestSummary:
+    folders: dict[str, FolderSummary] = field(default_factory=dict)
+    unknown_folders: list[str] = field(default_factory=list)
+    sender_mismatches: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # files left in depot/ after an unexpected error
+    seconds: float = 0.0
+
+    def folder(self, name: str) -> FolderSummary:
+        return self.folders.setdefault(name, FolderSummary())
+
+    @property
+    def files_taken(self) -> int:
+        return sum(f.taken for f in self.folders.values())
+
+    @property
+    def visits_loaded(self) -> int:
+        return sum(f.visits_loaded for f in self.folders.values())
+
+    def totals(self) -> dict:
+        keys = ("loaded", "rejected", "duplicate", "superseded", "visits_loaded", "waiting")
+        return {k: sum(getattr(f, k) for f in self.folders.values()) for k in keys}
+
+    def as_dict(self) -> dict:
+        return {
+            "totals": self.totals(),
+            "establishments": {name: vars(summary) for name, summary in sorted(self.folders.items()) if summary.taken
+                               or summary.waiting},
+            "unknown_folders": self.unknown_folders,
+            "sender_mismatches": self.sender_mismatches,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 2),
+        }
+
+    def lines(self) -> list[str]:
+        totals = self.totals()
+        out = [f"{self.files_taken} fichier(s) traité(s) : {totals['loaded']} chargé(s), {totals['rejected']} rejeté(s), "
+               f"{totals['duplicate']} doublon(s), {totals['superseded']} dépassé(s) ; "
+               f"{totals['visits_loaded']} passages chargés ; {totals['waiting']} en cours de dépôt ; {self.seconds:.1f} s"]
+        for name, f in sorted(self.folders.items()):
+            if f.taken or f.waiting:
+                out.append(f"  {name}: chargés {f.loaded}, rejetés {f.rejected}, doublons {f.duplicate}, "
+                           f"dépassés {f.superseded}, passages {f.visits_loaded}, en cours {f.waiting}")
+        return out
+
+
+Notify = Callable[[list[str], str, str], None]  # (recipients, subject, body)
+
+
+def run_ingest(
+    conn: psycopg.Connection,
+    inbox,
+    region: Region,
+    *,
+    notify: Notify | None = None,
+    now: Callable[[], float] = time.time,
+    settle_seconds: int = SETTLE_SECONDS,
+) -> IngestSummary:
+    """One pass over the inbox. Raises on SFTP or database failure (the task retries); what
+    was committed and moved before stays done."""
+    started = time.monotonic()
+    summary = IngestSummary()
+    registered = {e.finess for e in region.establishments}
+    previous = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT path, size, mtime FROM inbox_listing")}
+    conn.commit()
+    listing: dict[str, InboxFile] = {}
+    with tempfile.TemporaryDirectory(prefix="rpu-ingest-") as workdir:
+        for folder in inbox.folders():
+            if folder not in registered:
+                summary.unknown_folders.append(folder)
+                continue
+            for inbox_file in inbox.files(folder):
+                name = posixpath.basename(inbox_file.path)
+                if is_temporary_name(name):
+                    continue
+                listing[inbox_file.path] = inbox_file
+                if not _is_stable(inbox_file, previous.get(inbox_file.path), now(), settle_seconds):
+                    summary.folder(folder).waiting += 1
+                    continue
+                try:
+                    _take(conn, inbox, region, folder, inbox_file, Path(workdir), summary)
+                except (psycopg.OperationalError, OSError, EOFError, paramiko.SSHException):
+                    raise  # the database or the SFTP server is gone: the task retries
+                except Exception as error:  # one file must not stop the others
+                    # The file stays in depot/ and is tried again next run; the operator is
+                    # alerted at the end of this run. No content of the file is logged.
+                    log.error("%s : échec inattendu (%s), fichier laissé dans depot/", inbox_file.path,
+                              type(error).__name__)
+                    summary.failed.append(inbox_file.path)
+                    continue
+                listing.pop(inbox_file.path, None)
+    _remember_listing(conn, listing)
+    _tell_oru(conn, region, summary, notify)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _is_stable(inbox_file: InboxFile, previous: tuple[int, int] | None, now: float, settle_seconds: int) -> bool:
+    if previous == (inbox_file.size, inbox_file.mtime):
+        return True
+    return now - inbox_file.mtime >= settle_seconds
+
+
+def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, workdir: Path,
+          summary: IngestSummary) -> None:
+    name = posixpath.basename(inbox_file.path)
+    local = workdir / "fichier.xml"
+    inbox.download(inbox_file.path, local)
+    extra = _sender_check(region, folder, local)
+    if extra:
+        summary.sender_mismatches.append(f"{folder}/{DEPOT}/{name} : FINESS d'en-tête {extra[0].value}")
+    try:
+        result = load_file(conn, local, sender=folder, name=name, extra_findings=extra)
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    # Committed: only now does the file leave depot/.
+    target_folder = posixpath.join(folder, REJECTED if result.status == "rejected" else PROCESSED)
+    inbox.ensure_folder(target_folder)
+    target = _free_name(inbox, target_folder, name)
+    report = _report_text(result)
+    if report:
+        inbox.write_text(target + REPORT_SUFFIX, report)
+    inbox.move(inbox_file.path, target)
+    folder_summary = summary.folder(folder)
+    setattr(folder_summary, result.status, getattr(folder_summary, result.status) + 1)
+    folder_summary.visits_loaded += result.loaded_records
+    log.info("%s/%s : %s (journal n°%s, %s passages chargés)", folder, name, result.status,
+             result.received_file_id, result.loaded_records)
+
+
+def _sender_check(region: Region, folder: str, local: Path) -> list[Finding]:
+    try:
+        header = read_header_fields(local)
+    except FileRefused:
+        return []  # the loader will refuse it with the precise reason
+    header_finess = " ".join((header.fields.get("FINESS") or "").split()).upper() if header else ""
+    if header_finess and not region.sender_may_send_for(folder, header_finess):
+        return [Finding("SENDER_MISMATCH", field="FINESS", value=header_finess,
+                        detail=f"Fichier déposé dans le dossier {folder}.")]
+    return []
+
+
+def _report_text(result: LoadResult) -> str | None:
+    report = result.report
+    if result.status in ("duplicate", "superseded"):
+        return (f"Fichier : {result.file}\n\nVerdict : {'DOUBLON' if result.status == 'duplicate' else 'DÉPASSÉ'}\n"
+                f"{result.reason}\n")
+    if report and needs_report(report):
+        return format_report(report, outcome="chargé" if result.status == "loaded" else None)
+    return None
+
+
+def _free_name(inbox, folder: str, name: str) -> str:
+    """A name not used yet in ``folder``: files there are never overwritten."""
+    candidate = posixpath.join(folder, name)
+    counter = 1
+    while inbox.exists(candidate) or inbox.exists(candidate + REPORT_SUFFIX):
+        stem, dot, ext = name.rpartition(".")
+        candidate = posixpath.join(folder, f"{stem}.{counter}.{ext}" if dot else f"{name}.{counter}")
+        counter += 1
+    return candidate
+
+
+def _remember_listing(conn, listing: dict[str, InboxFile]) -> None:
+    with conn.transaction():
+        conn.execute("DELETE FROM inbox_listing")
+        with conn.cursor() as cursor, cursor.copy("COPY inbox_listing (path, size, mtime) FROM STDIN") as copy:
+            for inbox_file in listing.values():
+                copy.write_row((inbox_file.path, inbox_file.size, inbox_file.mtime))
+
+
+def _tell_oru(conn, region: Region, summary: IngestSummary, notify: Notify | None) -> None:
+    """Sender mismatches every time; a folder no establishment owns, once."""
+    new_unknown = []
+    with conn.transaction():
+        for folder in summary.unknown_folders:
+            row = conn.execute(
+                "INSERT INTO inbox_unknown_folder (folder) VALUES (%s) ON CONFLICT (folder) DO NOTHING RETURNING folder",
+                (folder,)).fetchone()
+            if row:
+                new_unknown.append(folder)
+    if not (new_unknown or summary.sender_mismatches) or notify is None:
+        return
+    lines = []
+    if summary.sender_mismatches:
+        lines.append("Fichiers rejetés car leur FINESS d'en-tête n'est pas celui du dossier de dépôt (SENDER_MISMATCH) :")
+        lines += [f"  - {item}" for item in summary.sender_mismatches]
+        lines.append("Vérifiez avec l'établissement le paramétrage de son export ; le rapport est dans rejetes/.")
+        lines.append("")
+    if new_unknown:
+        lines.append("Dossiers du serveur de dépôt qu'aucun établissement déclaré ne possède (fichiers laissés en place) :")
+        lines += [f"  - {folder}/" for folder in new_unknown]
+        lines.append("Déclarez l'établissement dans la configuration de la région, ou supprimez le dossier.")
+    notify(list(region.operator_emails), f"[RPU {region.code}] Dépôts à vérifier", "\n".join(lines))
+    with conn.transaction():
+        conn.execute("UPDATE inbox_unknown_folder SET notified_at = now() WHERE folder = ANY(%s)", (new_unknown,))

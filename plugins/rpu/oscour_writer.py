@@ -1,0 +1,268 @@
+"""Write an OSCOUR file (rpu-format.md §2) from a header and a stream of visits.
+
+The file is streamed: visits are consumed from any iterable (typically a database cursor) and
+written in batches, so memory stays flat whatever the number of visits.
+
+Why text and not lxml: lxml's incremental writer (``etree.xmlfile``) building one small
+element per PATIENT runs at ~40,000 visits/s, too slow for a yearly regional extract (millions
+of visits). Each PATIENT is therefore formatted as text here, with every value escaped by
+``xml_escape`` (``&``, ``<``, ``>``, carriage return, and characters that XML 1.0 cannot carry),
+which keeps the output well-formed UTF-8 at several hundred thousand visits/s. The layout is
+fixed by the national format and has no attributes or namespaces, so nothing else needs care.
+
+The helpers here (escaping, date formats, output handling) are shared with ``rpu.syrius``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from operator import attrgetter
+from typing import IO, Any
+
+from rpu.model import OSCOUR_FIELDS, Header, Visit
+
+__all__ = ["EXTENSIONS_BEFORE_GRAVITE", "write_oscour", "xml_escape"]
+
+# Producer extension elements written between MOTIF and GRAVITE; every other extension
+# (ENTREE_UHCD, MODE_SORTIE_UHCD, DESTINATION_UHCD, ORIENT_UHCD, anything unknown) goes after
+# ORIENT. Within each group the order of Visit.extensions (the order read) is kept.
+EXTENSIONS_BEFORE_GRAVITE = frozenset({"HMED", "CIRCONSTANCE"})
+
+# Visits formatted before one write to the output (about 0.6-1 KB each).
+BATCH = 1000
+
+XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+# --- escaping -------------------------------------------------------------------------------
+
+# Everything that cannot appear as is in XML character data: the markup characters, CR (a
+# parser would turn a literal CR into LF, so it is written as a character reference), and the
+# characters outside the XML 1.0 Char production (C0 controls other than TAB/LF/CR, lone
+# surrogates, U+FFFE, U+FFFF), which no reference can carry: those become U+FFFD.
+_INVALID = [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0xD800, 0xE000), 0xFFFE, 0xFFFF]
+_ESCAPES: dict[int, str] = {c: "\ufffd" for c in _INVALID}
+_ESCAPES.update({ord("&"): "&amp;", ord("<"): "&lt;", ord(">"): "&gt;", ord("\r"): "&#13;"})
+_NEEDS_ESCAPE = re.compile("[&<>\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]").search
+
+
+def xml_escape(value: Any) -> str:
+    """Return ``value`` as XML character data (None → empty string)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        value = str(value)
+    if _NEEDS_ESCAPE(value) is None:
+        return value
+    return value.translate(_ESCAPES)
+
+
+# --- dates ----------------------------------------------------------------------------------
+
+_HHMM = [f"{h:02d}:{m:02d}" for h in range(24) for m in range(60)]
+_DAY_CACHE: dict[int, str] = {}
+_DAY_CACHE_MAX = 200_000
+
+
+def fmt_date(d: date | None) -> str:
+    """``dd/mm/yyyy`` (empty for None)."""
+    if d is None:
+        return ""
+    key = d.toordinal()
+    s = _DAY_CACHE.get(key)
+    if s is None:
+        s = f"{d.day:02d}/{d.month:02d}/{d.year:04d}"
+        if len(_DAY_CACHE) < _DAY_CACHE_MAX:
+            _DAY_CACHE[key] = s
+    return s
+
+
+def fmt_datetime_min(dt: datetime | None) -> str:
+    """``dd/mm/yyyy hh:mm`` (seconds dropped, as the national format; empty for None)."""
+    if dt is None:
+        return ""
+    return fmt_date(dt) + " " + _HHMM[dt.hour * 60 + dt.minute]
+
+
+def fmt_datetime_sec(dt: datetime | None) -> str:
+    """``dd/mm/yyyy hh:mm:ss`` (the EXTRACT format; empty for None)."""
+    if dt is None:
+        return ""
+    return f"{fmt_date(dt)} {_HHMM[dt.hour * 60 + dt.minute]}:{dt.second:02d}"
+
+
+# --- output ---------------------------------------------------------------------------------
+
+OutputTarget = str | os.PathLike[str] | IO[bytes]
+
+
+@contextmanager
+def open_output(out: OutputTarget) -> Iterator[IO[bytes]]:
+    """Yield a binary stream for ``out``: a path (opened, truncated, closed at the end) or an
+    already open binary file object (left open, flushed at the end)."""
+    if hasattr(out, "write"):
+        yield out  # type: ignore[misc]
+        flush = getattr(out, "flush", None)
+        if flush is not None:
+            flush()
+    else:
+        with open(os.fspath(out), "wb") as f:  # type: ignore[arg-type]
+            yield f
+
+
+def header_xml(root: str, header: Header) -> str:
+    """The declaration, the root start tag and the ETABLISSEMENT block.
+
+    ORDRE None is written ``0`` (the value almost every unit has); a missing EXTRACT,
+    DATEDEBUT or DATEFIN is written as an empty element (the caller should set them)."""
+    ordre = 0 if header.ordre is None else header.ordre
+    return (
+        f"{XML_DECLARATION}<{root}>\n<ETABLISSEMENT>"
+        f"<FINESS>{xml_escape(header.finess)}</FINESS>"
+        f"<ORDRE>{xml_escape(ordre)}</ORDRE>"
+        f"<EXTRACT>{fmt_datetime_sec(header.extract)}</EXTRACT>"
+        f"<DATEDEBUT>{fmt_date(header.period_start)}</DATEDEBUT>"
+        f"<DATEFIN>{fmt_date(header.period_end)}</DATEFIN>"
+        "</ETABLISSEMENT>\n"
+    )
+
+
+def write_stream(out: OutputTarget, head: str, tail: str, patients: Iterable[str]) -> int:
+    """Write ``head``, the PATIENT texts in batches of ``BATCH``, then ``tail``; return the
+    number of PATIENT written."""
+    count = 0
+    with open_output(out) as f:
+        write = f.write
+        write(head.encode("utf-8"))
+        batch: list[str] = []
+        append = batch.append
+        for text in patients:
+            append(text)
+            if len(batch) >= BATCH:
+                write("".join(batch).encode("utf-8"))
+                count += len(batch)
+                batch.clear()
+        if batch:
+            write("".join(batch).encode("utf-8"))
+            count += len(batch)
+        write(tail.encode("utf-8"))
+    return count
+
+
+# --- extensions -----------------------------------------------------------------------------
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z").match
+_RESERVED = frozenset(OSCOUR_FIELDS) | {"PATIENT", "PASSAGES", "ETABLISSEMENT", "DA", "ACTE", "OSCOUR"}
+_CHECKED_NAMES: set[str] = set()
+
+
+def _check_name(name: str) -> str:
+    if name not in _CHECKED_NAMES:
+        if not isinstance(name, str) or not _NAME(name):
+            raise ValueError(f"extension element name {name!r} is not a writable XML name")
+        if name in _RESERVED:
+            raise ValueError(f"extension element name {name!r} clashes with a national element")
+        _CHECKED_NAMES.add(name)
+    return name
+
+
+def _extensions_xml(ext: dict[str, str]) -> tuple[str, str]:
+    """(elements between MOTIF and GRAVITE, elements after ORIENT)."""
+    before: list[str] = []
+    after: list[str] = []
+    for name, value in ext.items():
+        _check_name(name)
+        (before if name in EXTENSIONS_BEFORE_GRAVITE else after).append(f"<{name}>{xml_escape(value)}</{name}>")
+    return "".join(before), "".join(after)
+
+
+# --- OSCOUR ---------------------------------------------------------------------------------
+
+
+_OSCOUR_TEXT = attrgetter(
+    "cp", "commune", "sexe", "mode_entree", "provenance", "transport", "transport_pec", "motif", "gravite", "dp",
+    "mode_sortie", "destination", "orient",
+)
+
+
+def is_clean(s: str) -> bool:
+    """True when ``s`` can be written as XML character data unchanged. A fast, conservative
+    test: printable (no control character, surrogate or noncharacter) and no markup character.
+    A False answer only sends the value through ``xml_escape``."""
+    return s.isprintable() and "&" not in s and "<" not in s and ">" not in s
+
+
+def list_clean(values: list[str]) -> list[str]:
+    """``values`` without empty items, escaped."""
+    return [xml_escape(x) for x in values if x]
+
+
+def day_text(d: date) -> str:
+    """``dd/mm/yyyy`` of a non-None date, from the cache (inlined in the hot loops)."""
+    return _DAY_CACHE.get(d.toordinal()) or fmt_date(d)
+
+
+def _oscour_patient(v: Visit) -> str:
+    # The hot loop (a few microseconds per visit): one attribute fetch, one check over all the
+    # text values, cached date parts, and no per-field function call unless something needs
+    # escaping.
+    cp, commune, sexe, mode_entree, provenance, transport, transport_pec, motif, gravite, dp, \
+        mode_sortie, destination, orient = vals = _OSCOUR_TEXT(v)
+    da = v.da
+    actes = v.actes
+    check = (f"{cp}{commune}{sexe}{mode_entree}{provenance}{transport}{transport_pec}{motif}{gravite}{dp}"
+             f"{mode_sortie}{destination}{orient}")
+    if da:
+        check += "".join(da) if "" not in da and None not in da else "?"
+    if actes:
+        check += "".join(actes) if "" not in actes and None not in actes else "?"
+    if not (check.isprintable() and "&" not in check and "<" not in check and ">" not in check):
+        # Rare path: something to escape, a None or an empty item in the lists.
+        cp, commune, sexe, mode_entree, provenance, transport, transport_pec, motif, gravite, dp, \
+            mode_sortie, destination, orient = map(xml_escape, vals)
+        da = list_clean(da)
+        actes = list_clean(actes)
+    da_xml = "<DA>" + "</DA><DA>".join(da) + "</DA>" if da else ""
+    actes_xml = "<ACTE>" + "</ACTE><ACTE>".join(actes) + "</ACTE>" if actes else ""
+    ext = v.extensions
+    if ext:
+        ext_mid, ext_end = _extensions_xml(ext)
+    else:
+        ext_mid = ext_end = ""
+    d = v.naissance
+    naissance = (_DAY_CACHE.get(d.toordinal()) or fmt_date(d)) if d is not None else ""
+    d = v.entree
+    entree = f"{_DAY_CACHE.get(d.toordinal()) or fmt_date(d)} {_HHMM[d.hour * 60 + d.minute]}"
+    d = v.sortie
+    sortie = f"{_DAY_CACHE.get(d.toordinal()) or fmt_date(d)} {_HHMM[d.hour * 60 + d.minute]}" if d is not None else ""
+    return (
+        f"<PATIENT><CP>{cp or ''}</CP><COMMUNE>{commune or ''}</COMMUNE>"
+        f"<NAISSANCE>{naissance}</NAISSANCE><SEXE>{sexe or ''}</SEXE>"
+        f"<ENTREE>{entree}</ENTREE><MODE_ENTREE>{mode_entree or ''}</MODE_ENTREE>"
+        f"<PROVENANCE>{provenance or ''}</PROVENANCE><TRANSPORT>{transport or ''}</TRANSPORT>"
+        f"<TRANSPORT_PEC>{transport_pec or ''}</TRANSPORT_PEC><MOTIF>{motif or ''}</MOTIF>{ext_mid}"
+        f"<GRAVITE>{gravite or ''}</GRAVITE><DP>{dp or ''}</DP>"
+        f"<LISTE_DA>{da_xml}</LISTE_DA><LISTE_ACTES>{actes_xml}</LISTE_ACTES>"
+        f"<SORTIE>{sortie}</SORTIE><MODE_SORTIE>{mode_sortie or ''}</MODE_SORTIE>"
+        f"<DESTINATION>{destination or ''}</DESTINATION><ORIENT>{orient or ''}</ORIENT>{ext_end}</PATIENT>\n"
+    )
+
+
+def write_oscour(out: OutputTarget, header: Header, visits: Iterable[Visit]) -> int:
+    """Write an OSCOUR file and return the number of PATIENT written.
+
+    ``out`` is a path or a binary file object (left open). The root is always ``OSCOUR``
+    (``header.root`` is not used). Every PATIENT has the 18 national children in the national
+    order, empty ones as ``<X></X>``; NAISSANCE is ``dd/mm/yyyy``, ENTREE/SORTIE
+    ``dd/mm/yyyy hh:mm``, EXTRACT ``dd/mm/yyyy hh:mm:ss``. Extension elements are written
+    where producers put them: HMED and CIRCONSTANCE between MOTIF and GRAVITE, all others
+    after ORIENT. Empty DA/ACTE items are left out.
+
+    Raises ValueError for an extension name that is not a plain XML name or that clashes
+    with a national element (the reader never produces one).
+    """
+    return write_stream(out, header_xml("OSCOUR", header) + "<PASSAGES>\n", "</PASSAGES>\n</OSCOUR>\n",
+                        map(_oscour_patient, visits))

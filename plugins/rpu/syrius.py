@@ -1,0 +1,312 @@
+"""The monthly anonymised SYRIUS file for ATIH (rpu-format.md §4).
+
+In each PATIENT, CP, COMMUNE and NAISSANCE are replaced by CODEGEO (PMSI geographic code of
+residence), AGE and AGE_JOURS; producer extension elements are not written. The XML is
+streamed, like the OSCOUR writer (``rpu.oscour_writer``, whose escaping and date helpers are
+shared), and ``write_syrius_zip`` streams it straight into the single deflated zip entry.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from itertools import repeat
+from operator import attrgetter
+
+from rpu.model import Header, Visit
+from rpu.oscour_writer import (
+    _DAY_CACHE,
+    _HHMM,
+    OutputTarget,
+    fmt_date,
+    header_xml,
+    list_clean,
+    write_stream,
+    xml_escape,
+)
+
+__all__ = ["CODEGEO_UNKNOWN", "CodegeoTable", "age_at", "syrius_entry_name", "write_syrius", "write_syrius_zip"]
+
+CODEGEO_UNKNOWN = "99999"
+ZIP_COMPRESSLEVEL = 1
+
+_BOM = b"\xef\xbb\xbf"
+_CP_SHAPE = re.compile(r"(?:\d{5}|2[AB]\d{3})\Z").match
+
+
+def normalise_cp(cp: str | None) -> str:
+    """A postcode as looked up: every blank removed, upper case, and a 4-digit value given
+    back its lost leading zero (``1000`` → ``01000``, the usual spreadsheet damage)."""
+    if not cp:
+        return ""
+    cp = "".join(cp.split()).upper()
+    if len(cp) == 4 and cp.isascii() and cp.isdigit():
+        cp = "0" + cp
+    return cp
+
+
+def fallback_codegeo(cp: str) -> str:
+    """The code of a normalised postcode that is not in the table (rpu-format.md §4).
+
+    - empty → ``99999``;
+    - Corsica, by PMSI ranges: 20000–20199 → ``2A999``, 20200–20699 → ``2B999``
+      (other 20xxx, which no commune uses, → ``99999``); a ``2A``/``2B`` value → same;
+    - a metropolitan département 01–95 → ``<dd>999``;
+    - everything else → ``99999``: 00xxx and 96xxx (no such département), abroad (99xxx: the
+      table carries the country codes it knows) and overseas (97xxx/98xxx: the rule gives a
+      ``<dd>999`` fallback to départements 01–95 only, and ATIH's table lists the overseas
+      postcodes, so only an unknown one lands here), and any malformed value.
+    """
+    if len(cp) != 5 or not cp.isascii():
+        return CODEGEO_UNKNOWN
+    dd = cp[:2]
+    if cp.isdigit():
+        if dd == "20":
+            n = int(cp)
+            if n < 20200:
+                return "2A999"
+            if n < 20700:
+                return "2B999"
+            return CODEGEO_UNKNOWN
+        if "01" <= dd <= "95":
+            return dd + "999"
+        return CODEGEO_UNKNOWN
+    if dd in ("2A", "2B") and cp[2:].isdigit():
+        return dd + "999"
+    return CODEGEO_UNKNOWN
+
+
+class CodegeoTable:
+    """Postcode → PMSI geographic code (ATIH's yearly correspondence table), with the
+    fallbacks of rpu-format.md §4 for postcodes it does not hold."""
+
+    _MEMO_MAX = 100_000
+
+    def __init__(self, mapping: Mapping[str, str] | None = None) -> None:
+        self._table: dict[str, str] = {}
+        for cp, code in (mapping or {}).items():
+            key = normalise_cp(cp)
+            code = "".join((code or "").split()).upper()
+            if key and code:
+                self._table.setdefault(key, code)
+        # Raw CP → answer, so the hot loop does one dict lookup per visit.
+        self._memo: dict[str | None, str] = {None: CODEGEO_UNKNOWN, "": CODEGEO_UNKNOWN}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> CodegeoTable:
+        """Read a ``;``-separated CSV: postcode in the first column, geographic code in the
+        second, further columns ignored. UTF-8 with or without BOM, else latin-1. The first
+        row is taken as the header row unless its first cell already looks like a postcode
+        (a table saved without header loses no row). Rows without both values are skipped;
+        when a postcode appears twice, the first code wins.
+
+        Raises ValueError when the file holds no postcode at all (a wrong file, surely)."""
+        with open(os.fspath(path), "rb") as f:
+            raw = f.read()
+        if raw.startswith(_BOM):
+            text = raw[len(_BOM):].decode("utf-8")
+        else:
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                text = raw.decode("latin-1")
+        mapping: dict[str, str] = {}
+        for i, row in enumerate(csv.reader(text.splitlines(), delimiter=";")):
+            if len(row) < 2:
+                continue
+            cp = normalise_cp(row[0])
+            if i == 0 and not _CP_SHAPE(cp):
+                continue  # the header row
+            code = row[1].strip()
+            if cp and code and cp not in mapping:
+                mapping[cp] = code
+        if not mapping:
+            raise ValueError(f"{os.fspath(path)}: no postcode → geographic code row found")
+        return cls(mapping)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def __contains__(self, cp: object) -> bool:
+        return isinstance(cp, str) and normalise_cp(cp) in self._table
+
+    def codegeo(self, cp: str | None) -> str:
+        """The PMSI geographic code for a postcode as received (see ``fallback_codegeo``)."""
+        code = self._memo.get(cp)
+        if code is None:
+            key = normalise_cp(cp)
+            code = self._table.get(key) or fallback_codegeo(key)
+            if len(self._memo) < self._MEMO_MAX:
+                self._memo[cp] = code
+        return code
+
+
+def age_at(naissance: date | None, entree: date) -> tuple[int, int]:
+    """(AGE, AGE_JOURS) at the ENTREE date.
+
+    AGE is the age in whole years: the years between the two dates, minus one when the
+    birthday has not yet been reached in the ENTREE year. Someone born on 29 February reaches
+    their birthday on 29 February in leap years and on 1 March in other years (so is still
+    one year younger on 28 February). AGE_JOURS is the age in days when AGE is 0, else 0.
+    An unknown birth date, or one after ENTREE, gives (0, 0). Datetimes are taken by their
+    date.
+    """
+    if naissance is None:
+        return 0, 0
+    if isinstance(entree, datetime):
+        entree = entree.date()
+    if isinstance(naissance, datetime):
+        naissance = naissance.date()
+    if naissance > entree:
+        return 0, 0
+    age = entree.year - naissance.year
+    if (entree.month, entree.day) < (naissance.month, naissance.day):
+        age -= 1
+    if age == 0:
+        return 0, (entree - naissance).days
+    return age, 0
+
+
+def syrius_entry_name(finess: str | None, ordre: int | str | None, when: datetime) -> str:
+    """``<FINESS>_<ORDRE><yyyymmddHHMMSS>.rpu.xml`` (ORDRE None → 0)."""
+    return f"{finess or ''}_{0 if ordre is None else ordre}{when:%Y%m%d%H%M%S}.rpu.xml"
+
+
+# --- the writer -----------------------------------------------------------------------------
+
+_NUM = [str(i) for i in range(400)]
+_INT_CACHE: dict[str | None, str] = {None: "0", "": "0"}
+
+
+def int_text(value: str | None) -> str:
+    """An always-present integer element: the value as a plain integer, ``0`` when unknown
+    or not an integer (``05`` → ``5``, ``x``/``-1``/``1.5`` → ``0``)."""
+    text = _INT_CACHE.get(value)
+    if text is None:
+        s = str(value).strip()
+        text = str(int(s)) if s.isascii() and s.isdigit() else "0"
+        if len(_INT_CACHE) < 10_000:
+            _INT_CACHE[value] = text
+    return text
+
+
+_SYRIUS_TEXT = attrgetter(
+    "sexe", "transport", "transport_pec", "motif", "gravite", "dp", "orient",
+    "mode_entree", "provenance", "mode_sortie", "destination",
+)
+
+
+def _syrius_patient(v: Visit, codegeo: CodegeoTable) -> str:
+    # The hot loop, built like rpu.oscour_writer._oscour_patient.
+    sexe, transport, transport_pec, motif, gravite, dp, orient, \
+        mode_entree, provenance, mode_sortie, destination = vals = _SYRIUS_TEXT(v)
+    da = v.da
+    actes = v.actes
+    check = f"{sexe}{transport}{transport_pec}{motif}{gravite}{dp}{orient}"
+    if da:
+        check += "".join(da) if "" not in da and None not in da else "?"
+    if actes:
+        check += "".join(actes) if "" not in actes and None not in actes else "?"
+    if not (check.isprintable() and "&" not in check and "<" not in check and ">" not in check):
+        sexe, transport, transport_pec, motif, gravite, dp, orient = map(xml_escape, vals[:7])
+        da = list_clean(da)
+        actes = list_clean(actes)
+    code = codegeo._memo.get(v.cp) or codegeo.codegeo(v.cp)
+    if not (code.isalnum() and code.isascii()):
+        code = xml_escape(code)
+    e = v.entree
+    b = v.naissance
+    if b is None:
+        age = days = "0"
+    else:
+        # age_at inlined for the common case (a birthday already passed at least once).
+        a = e.year - b.year - ((e.month, e.day) < (b.month, b.day))
+        if a > 0:
+            age = _NUM[a] if a < 400 else str(a)
+            days = "0"
+        else:
+            a, j = age_at(b, e)
+            age = _NUM[a]
+            days = _NUM[j] if j < 400 else str(j)
+    entree = f"{_DAY_CACHE.get(e.toordinal()) or fmt_date(e)} {_HHMM[e.hour * 60 + e.minute]}"
+    d = v.sortie
+    sortie = (f"<SORTIE>{_DAY_CACHE.get(d.toordinal()) or fmt_date(d)} {_HHMM[d.hour * 60 + d.minute]}</SORTIE>"
+              if d is not None else "")
+    return (
+        f"<PATIENT><CODEGEO>{code}</CODEGEO><AGE>{age}</AGE><AGE_JOURS>{days}</AGE_JOURS>"
+        f"{f'<SEXE>{sexe}</SEXE>' if sexe else ''}<ENTREE>{entree}</ENTREE>"
+        f"<MODE_ENTREE>{_INT_CACHE.get(mode_entree) or int_text(mode_entree)}</MODE_ENTREE>"
+        f"<PROVENANCE>{_INT_CACHE.get(provenance) or int_text(provenance)}</PROVENANCE>"
+        f"{f'<TRANSPORT>{transport}</TRANSPORT>' if transport else ''}"
+        f"{f'<TRANSPORT_PEC>{transport_pec}</TRANSPORT_PEC>' if transport_pec else ''}"
+        f"{f'<MOTIF>{motif}</MOTIF>' if motif else ''}"
+        f"{f'<GRAVITE>{gravite}</GRAVITE>' if gravite else ''}"
+        f"{f'<DP>{dp}</DP>' if dp else ''}"
+        f"<LISTE_DA>{'<DA>' + '</DA><DA>'.join(da) + '</DA>' if da else ''}</LISTE_DA>"
+        f"<LISTE_ACTES>{'<ACTE>' + '</ACTE><ACTE>'.join(actes) + '</ACTE>' if actes else ''}</LISTE_ACTES>"
+        f"{sortie}"
+        f"<MODE_SORTIE>{_INT_CACHE.get(mode_sortie) or int_text(mode_sortie)}</MODE_SORTIE>"
+        f"<DESTINATION>{_INT_CACHE.get(destination) or int_text(destination)}</DESTINATION>"
+        f"{f'<ORIENT>{orient}</ORIENT>' if orient else ''}</PATIENT>\n"
+    )
+
+
+def write_syrius(out: OutputTarget, header: Header, visits: Iterable[Visit], codegeo: CodegeoTable) -> int:
+    """Write a SYRIUS file and return the number of PATIENT written.
+
+    ``out`` is a path or a binary file object (left open). The ETABLISSEMENT block is written
+    from ``header`` as given: the caller sets DATEDEBUT to 1 January and DATEFIN to the last
+    day of the month. Each PATIENT: CODEGEO, AGE, AGE_JOURS, then SEXE, ENTREE, MODE_ENTREE,
+    PROVENANCE, TRANSPORT, TRANSPORT_PEC, MOTIF, GRAVITE, DP, LISTE_DA, LISTE_ACTES, SORTIE,
+    MODE_SORTIE, DESTINATION, ORIENT. CODEGEO, AGE, AGE_JOURS, ENTREE, LISTE_DA, LISTE_ACTES
+    and the integers MODE_ENTREE, PROVENANCE, MODE_SORTIE, DESTINATION (``0`` when unknown
+    or not an integer) are always present; the other elements are omitted when empty. No
+    CP, COMMUNE, NAISSANCE or extension element is written.
+    """
+    return write_stream(out, header_xml("SYRIUS", header) + "<PASSAGES>\n", "</PASSAGES>\n</SYRIUS>\n",
+                        map(_syrius_patient, visits, repeat(codegeo)))
+
+
+def write_syrius_zip(
+    zip_path: str | os.PathLike[str],
+    header: Header,
+    visits: Iterable[Visit],
+    codegeo: CodegeoTable,
+    when: datetime,
+    *,
+    compresslevel: int = ZIP_COMPRESSLEVEL,
+) -> tuple[str, int]:
+    """Write the SYRIUS zip: one deflated entry ``syrius_entry_name(FINESS, ORDRE, when)``,
+    the XML streamed into it. Returns (entry name, PATIENT count).
+
+    The zip is written to a temporary file next to ``zip_path``, owner-only (0o600), and
+    renamed onto it once complete and synced, so ``zip_path`` is never seen half-written; an
+    existing file there is replaced. On error the temporary file is removed and the error
+    raised. ``compresslevel`` is zlib's (1 by default: several times faster than 6 on this
+    XML for a zip about a quarter larger).
+    """
+    name = syrius_entry_name(header.finess, header.ordre, when)
+    target = os.fspath(zip_path)
+    directory = os.path.dirname(os.path.abspath(target))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".syrius-", suffix=".zip.part")  # created 0o600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as zf:
+                with zf.open(name, "w", force_zip64=True) as entry:
+                    count = write_syrius(entry, header, visits, codegeo)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return name, count
