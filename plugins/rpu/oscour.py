@@ -113,6 +113,7 @@ class OscourReader:
         self.header: RawHeader | None = None
         self.root: str | None = None
         self.records = 0
+        self._lines = 1  # lines fed to the parser so far
 
     def __iter__(self) -> Iterator[RawRecord]:
         if isinstance(self._source, str | os.PathLike):
@@ -143,6 +144,7 @@ class OscourReader:
             if not chunk:
                 break
             fed += len(chunk)
+            self._lines += chunk.count(b"\n")
             try:
                 if self.root is None:
                     self._sniff(sniffer, chunk)
@@ -196,22 +198,15 @@ class OscourReader:
         message = (error.msg or "").split(", line")[0]
         if self.root is None and "DOCTYPE" in message.upper():
             return FileRefused("DTD_FORBIDDEN")
-        if self.root is not None and (at_end or _stream_exhausted(stream)) and _is_end_of_data(error):
-            return FileRefused("TRUNCATED", f"Erreur à la ligne {error.lineno}.")
-        if "Document is empty" in message and self.root is None and not _has_content(stream):
+        # An error on the last line of a started document, with all of it read: the file stops
+        # before its end (an interrupted transfer), whatever the parser's wording.
+        exhausted = at_end or _stream_exhausted(stream)
+        if self.root is not None and exhausted and (error.lineno or 0) >= self._lines \
+                and "Extra content" not in message:
+            return FileRefused("TRUNCATED", f"Le fichier s'arrête à la ligne {error.lineno}.")
+        if self.root is None and not _has_content(stream):
             return FileRefused("EMPTY_FILE")
         return FileRefused("NOT_XML", f"Erreur à la ligne {error.lineno} : {message}.")
-
-
-def _is_end_of_data(error) -> bool:
-    message = error.msg or ""
-    return (
-        "Premature end of data" in message
-        or "EndTag" in message
-        or "expected '>'" in message
-        or "Couldn't find end of Start Tag" in message
-        or "Extra content" not in message and "end of" in message.lower()
-    )
 
 
 def _stream_exhausted(stream) -> bool:

@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
+from itertools import islice
 from operator import attrgetter
 from typing import IO, Any
 
@@ -134,18 +135,11 @@ def write_stream(out: OutputTarget, head: str, tail: str, patients: Iterable[str
     """Write ``head``, the PATIENT texts in batches of ``BATCH``, then ``tail``; return the
     number of PATIENT written."""
     count = 0
+    it = iter(patients)
     with open_output(out) as f:
         write = f.write
         write(head.encode("utf-8"))
-        batch: list[str] = []
-        append = batch.append
-        for text in patients:
-            append(text)
-            if len(batch) >= BATCH:
-                write("".join(batch).encode("utf-8"))
-                count += len(batch)
-                batch.clear()
-        if batch:
+        while batch := list(islice(it, BATCH)):
             write("".join(batch).encode("utf-8"))
             count += len(batch)
         write(tail.encode("utf-8"))

@@ -192,3 +192,67 @@ def _establishment(item: dict, index: int, errors: list[str]) -> EstablishmentCo
         it_contacts=_emails(item.get("it_contacts"), f"{where}.it_contacts", errors),
         ars_contacts=_emails(item.get("ars_contacts"), f"{where}.ars_contacts", errors),
     )
+
+
+# --- writing a region file (rpu region init, tests, the demo) ---------------------------------
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def render(*, code: str, name: str, operator_emails, ars_emails=(), establishments=(), schedule=None, paths=None,
+           atih=None, airflow_url: str | None = None) -> str:
+    """A region file's TOML text. ``establishments`` are dicts with the keys of the
+    ``[[establishment]]`` tables (finess, ordre, name, legal_finess, status, it_contacts, ars_contacts)."""
+    lines = ["# Configuration de la région : établissements, destinataires, horaires, chemins.",
+             "# Aucun secret ici : mots de passe et adresses des serveurs sont dans les connexions Airflow (.env).",
+             "", "[region]", f"code = {_toml_value(code)}", f"name = {_toml_value(name)}",
+             "timezone = \"Europe/Paris\"",
+             f"operator_emails = {_toml_value(list(operator_emails))}",
+             f"ars_emails = {_toml_value(list(ars_emails))}"]
+    if airflow_url:
+        lines.append(f"airflow_url = {_toml_value(airflow_url)}")
+    for section, values in (("schedule", schedule), ("paths", paths), ("atih", atih)):
+        if values:
+            lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+    for establishment in establishments:
+        lines += ["", "[[establishment]]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in establishment.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def set_establishment_status(path: str | os.PathLike, finess: str, ordre: int, status: str) -> None:
+    """Rewrite one establishment's ``status`` line in the region file (a promotion must survive
+    the next ``sync``); everything else in the file, comments included, is kept as written."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    block_start, found = None, False
+    blocks: list[tuple[int, int]] = []
+    for i, line in enumerate(lines):
+        if line.strip().startswith("["):
+            if block_start is not None:
+                blocks.append((block_start, i))
+            block_start = i if line.strip() == "[[establishment]]" else None
+    if block_start is not None:
+        blocks.append((block_start, len(lines)))
+    for start, end in blocks:
+        table = tomllib.loads("".join(lines[start + 1:end]))
+        if str(table.get("finess", "")).upper() == finess and int(table.get("ordre", 0)) == ordre:
+            for i in range(start + 1, end):
+                if re.match(r"^\s*status\s*=", lines[i]):
+                    lines[i] = f'status = "{status}"\n'
+                    break
+            else:
+                lines.insert(start + 1, f'status = "{status}"\n')
+            found = True
+            break
+    if not found:
+        raise RegionConfigError(f"{path} : établissement {finess}/{ordre} absent de la configuration")
+    path.write_text("".join(lines), encoding="utf-8")

@@ -96,6 +96,7 @@ class CodegeoTable:
                 self._table.setdefault(key, code)
         # Raw CP → answer, so the hot loop does one dict lookup per visit.
         self._memo: dict[str | None, str] = {None: CODEGEO_UNKNOWN, "": CODEGEO_UNKNOWN}
+        self._xml_memo: dict[str | None, str] = dict(self._memo)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> CodegeoTable:
@@ -143,6 +144,13 @@ class CodegeoTable:
             code = self._table.get(key) or fallback_codegeo(key)
             if len(self._memo) < self._MEMO_MAX:
                 self._memo[cp] = code
+        return code
+
+    def _codegeo_xml(self, cp: str | None) -> str:
+        """``codegeo(cp)`` as XML text, memoised for the writer's hot loop."""
+        code = xml_escape(self.codegeo(cp))
+        if len(self._xml_memo) < self._MEMO_MAX:
+            self._xml_memo[cp] = code
         return code
 
 
@@ -216,9 +224,7 @@ def _syrius_patient(v: Visit, codegeo: CodegeoTable) -> str:
         sexe, transport, transport_pec, motif, gravite, dp, orient = map(xml_escape, vals[:7])
         da = list_clean(da)
         actes = list_clean(actes)
-    code = codegeo._memo.get(v.cp) or codegeo.codegeo(v.cp)
-    if not (code.isalnum() and code.isascii()):
-        code = xml_escape(code)
+    code = codegeo._xml_memo.get(v.cp) or codegeo._codegeo_xml(v.cp)
     e = v.entree
     b = v.naissance
     if b is None:
