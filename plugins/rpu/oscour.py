@@ -145,6 +145,9 @@ class OscourReader:
                 break
             fed += len(chunk)
             self._lines += chunk.count(b"\n")
+            if fed == len(chunk) and _prolog_has_doctype(chunk):
+                # Refused on the bytes, before any parser sees the declarations.
+                raise FileRefused("DTD_FORBIDDEN")
             try:
                 if self.root is None:
                     self._sniff(sniffer, chunk)
@@ -207,6 +210,26 @@ class OscourReader:
         if self.root is None and not _has_content(stream):
             return FileRefused("EMPTY_FILE")
         return FileRefused("NOT_XML", f"Erreur à la ligne {error.lineno} : {message}.")
+
+
+def _prolog_has_doctype(chunk: bytes) -> bool:
+    """Whether a DOCTYPE comes before the root element in the first bytes of a document
+    (ASCII-compatible encodings: those of OSCOUR files)."""
+    text = chunk.removeprefix(b"\xef\xbb\xbf")
+    position = 0
+    while (position := text.find(b"<", position)) != -1:
+        rest = text[position:position + 9]
+        if rest.upper().startswith(b"<!DOCTYPE"):
+            return True
+        if rest.startswith(b"<?"):
+            position = text.find(b"?>", position)
+        elif rest.startswith(b"<!--"):
+            position = text.find(b"-->", position)
+        else:
+            return False  # the root element: no DOCTYPE can follow
+        if position == -1:
+            return False
+    return False
 
 
 def _stream_exhausted(stream) -> bool:

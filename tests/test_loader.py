@@ -1,0 +1,185 @@
+"""The loader and the schema, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from rpu import store
+from rpu.generator import demo_establishments, write_oscour_file
+from rpu.loader import load_file
+
+REPO = Path(__file__).resolve().parent.parent
+FINESS = demo_establishments(2)[1]["finess"]
+
+
+@pytest.fixture
+def conn(fresh_database_url):
+    url = fresh_database_url()
+    with psycopg.connect(url) as connection:
+        connection.autocommit = True
+        store.migrate(connection)
+        connection.autocommit = False
+        connection.info_url = url  # for the tests that start a second process
+        yield connection
+
+
+def _counts(conn) -> dict:
+    row = conn.execute(
+        "SELECT (SELECT count(*) FROM rpu), (SELECT count(*) FROM received_file),"
+        " (SELECT count(*) FROM record_issue), (SELECT coalesce(sum(hashtext(r::text)), 0) FROM rpu r)"
+    ).fetchone()
+    conn.commit()
+    return {"rpu": row[0], "files": row[1], "issues": row[2], "checksum": row[3]}
+
+
+def _visits_per_day(conn) -> dict:
+    rows = conn.execute("SELECT entree::date, count(*) FROM rpu GROUP BY 1 ORDER BY 1").fetchall()
+    conn.commit()
+    return dict(rows)
+
+
+def test_migrate_is_idempotent_and_refuses_a_newer_database(conn):
+    assert store.migrate(conn) == []
+    version = store.schema_version(conn)
+    assert version == max(m.version for m in store.known_migrations())
+    conn.execute("INSERT INTO schema_migration (version, name, checksum) VALUES (999, 'future', %s)", ("0" * 64,))
+    conn.commit()
+    with pytest.raises(store.StoreError, match="plus récent"):
+        store.migrate(conn)
+
+
+def test_a_file_replaces_its_establishment_and_period_only(conn, tmp_path):
+    first = tmp_path / "first.xml"
+    write_oscour_file(first, FINESS, 0, date(2026, 11, 10), date(2026, 11, 16), visits_per_day=50, seed=1)
+    result = load_file(conn, first, sender="test")
+    assert result.status == "loaded" and result.loaded_records == result.report.records
+    before = _visits_per_day(conn)
+
+    # The next night: the last 7 days again (11-17), with different visits.
+    second = tmp_path / "second.xml"
+    write_oscour_file(second, FINESS, 0, date(2026, 11, 11), date(2026, 11, 17), visits_per_day=20, seed=2,
+                      extract=datetime(2026, 11, 18, 2, 30))
+    result = load_file(conn, second, sender="test")
+    assert result.status == "loaded"
+    after = _visits_per_day(conn)
+    assert after[date(2026, 11, 10)] == before[date(2026, 11, 10)]  # outside the new period: kept
+    assert result.replaced_records == sum(n for day, n in before.items() if day >= date(2026, 11, 11))
+    new_days = {day: n for day, n in after.items() if day >= date(2026, 11, 11)}
+    assert sum(new_days.values()) == result.loaded_records  # nothing doubled
+    journal = conn.execute("SELECT status, loaded_records, period_start, period_end FROM received_file"
+                           " ORDER BY id").fetchall()
+    assert [row[0] for row in journal] == ["loaded", "loaded"]
+    assert journal[1][2:] == (date(2026, 11, 11), date(2026, 11, 17))
+
+
+def test_the_same_bytes_twice_change_nothing(conn, tmp_path):
+    path = tmp_path / "f.xml"
+    write_oscour_file(path, FINESS, 0, date(2026, 11, 10), date(2026, 11, 16), visits_per_day=30, seed=1)
+    load_file(conn, path)
+    conn.commit()
+    before = _counts(conn)
+    result = load_file(conn, path)
+    conn.commit()
+    assert result.status == "duplicate" and "identique" in result.reason
+    after = _counts(conn)
+    assert after["files"] == before["files"] + 1  # only the journal row
+    assert (after["rpu"], after["checksum"], after["issues"]) == (before["rpu"], before["checksum"], before["issues"])
+
+
+def test_an_older_extract_never_overwrites_newer_data(conn, tmp_path):
+    newer, older = tmp_path / "newer.xml", tmp_path / "older.xml"
+    write_oscour_file(newer, FINESS, 0, date(2026, 11, 10), date(2026, 11, 16), visits_per_day=30, seed=1,
+                      extract=datetime(2026, 11, 17, 3, 0))
+    write_oscour_file(older, FINESS, 0, date(2026, 11, 9), date(2026, 11, 15), visits_per_day=40, seed=2,
+                      extract=datetime(2026, 11, 16, 3, 0))
+    assert load_file(conn, newer).status == "loaded"
+    conn.commit()
+    before = _counts(conn)
+    result = load_file(conn, older)
+    conn.commit()
+    assert result.status == "superseded" and result.same_as is not None
+    after = _counts(conn)
+    assert (after["rpu"], after["checksum"]) == (before["rpu"], before["checksum"])
+    status = conn.execute("SELECT status, same_as FROM received_file WHERE id = %s",
+                          (result.received_file_id,)).fetchone()
+    assert status == ("superseded", result.same_as)
+
+
+def test_a_rejected_file_is_journaled_with_its_reason_and_changes_nothing_else(conn, tmp_path):
+    path = tmp_path / "bad.xml"
+    write_oscour_file(path, FINESS, 0, date(2026, 11, 10), date(2026, 11, 16), visits_per_day=30, seed=1,
+                      defects=["TRUNCATED"])
+    result = load_file(conn, path)
+    conn.commit()
+    assert result.status == "rejected"
+    row = conn.execute("SELECT status, rule, reason FROM received_file").fetchone()
+    assert row[0:2] == ("rejected", "TRUNCATED") and "tronqué" in row[2]
+    assert conn.execute("SELECT count(*) FROM rpu").fetchone()[0] == 0
+    issue = conn.execute("SELECT rule, level, record_no FROM record_issue").fetchone()
+    assert issue == ("TRUNCATED", "file", None)
+
+
+def test_rejected_and_flagged_visits_are_journaled_as_issues(conn, tmp_path):
+    path = tmp_path / "flags.xml"
+    write_oscour_file(path, FINESS, 0, date(2026, 11, 10), date(2026, 11, 16), visits_per_day=30, seed=1,
+                      defects=["ENTREE_MISSING", "VALUE_NOT_IN_SET", "STAY_TOO_LONG"])
+    result = load_file(conn, path)
+    conn.commit()
+    assert result.status == "loaded"
+    assert result.loaded_records == result.report.records - 1
+    issues = conn.execute("SELECT rule, level, field, record_no, message FROM record_issue ORDER BY record_no").fetchall()
+    assert {(i[0], i[1]) for i in issues} == {("ENTREE_MISSING", "record"), ("VALUE_NOT_IN_SET", "flag"),
+                                               ("STAY_TOO_LONG", "flag")}
+    assert all(i[3] is not None and i[4].startswith("Passage n°") for i in issues)
+    flagged = conn.execute("SELECT flags FROM rpu WHERE cardinality(flags) > 0 ORDER BY record_no").fetchall()
+    assert sorted(f[0][0] for f in flagged) == ["STAY_TOO_LONG", "VALUE_NOT_IN_SET"]
+
+
+def test_a_crash_mid_file_leaves_the_database_exactly_as_before(conn, tmp_path):
+    """A real crash: the loading process is killed (SIGKILL) while its COPY is under way."""
+    first = tmp_path / "first.xml"
+    write_oscour_file(first, FINESS, 0, date(2026, 11, 1), date(2026, 11, 7), visits_per_day=50, seed=1)
+    load_file(conn, first)
+    conn.commit()
+    before = _counts(conn)
+
+    big = tmp_path / "big.xml"
+    write_oscour_file(big, FINESS, 0, date(2026, 11, 1), date(2026, 11, 7), visits_per_day=40_000, seed=2,
+                      extract=datetime(2026, 11, 8, 4, 0))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "plugins"))
+    process = subprocess.Popen([sys.executable, "-m", "rpu", "load", str(big), "--database", conn.info_url],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # wait until its COPY is running
+            copying = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY rpu%%'"
+                                   " AND datname = current_database()").fetchone()[0]
+            conn.commit()
+            if copying:
+                break
+            assert process.poll() is None, "the load ended before it could be interrupted"
+            time.sleep(0.05)
+        time.sleep(0.5)  # well inside the file
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(30)
+    # PostgreSQL notices the dead client and rolls its transaction back.
+    deadline = time.monotonic() + 30
+    while conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY rpu%%'"
+                       " AND datname = current_database() AND state <> 'idle'").fetchone()[0]:
+        conn.commit()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    conn.commit()
+    assert _counts(conn) == before
+    # And the next attempt loads it whole.
+    assert load_file(conn, big).status == "loaded"

@@ -1,0 +1,166 @@
+"""The OSCOUR reader and the three validation layers, on generated and hand-made files."""
+
+from __future__ import annotations
+
+import io
+import tracemalloc
+from datetime import date, datetime
+
+import pytest
+
+from rpu import finess
+from rpu.generator import DEFECTS, FILE_DEFECTS, VARIANTS, demo_establishments, write_oscour_file
+from rpu.oscour import OscourReader
+from rpu.rules import RULES
+from rpu.validation import inspect_file, parse_datetime
+
+FINESS = demo_establishments(1)[0]["finess"]
+START, END = date(2026, 11, 16), date(2026, 11, 22)
+
+
+def _visits(path):
+    visits = []
+    report = inspect_file(path, on_visit=lambda visit, header: visits.append(visit))
+    return report, visits
+
+
+def _comparable(visit):
+    # What every variant must agree on (seconds and accents differ by design in two variants).
+    return (visit.entree.replace(second=0), visit.sexe, visit.mode_entree, visit.provenance, visit.transport,
+            visit.gravite, visit.dp, tuple(visit.da), tuple(visit.actes), visit.mode_sortie, visit.destination,
+            visit.orient, visit.cp)
+
+
+@pytest.fixture(scope="module")
+def standard(tmp_path_factory):
+    path = tmp_path_factory.mktemp("standard") / "standard.xml"
+    write_oscour_file(path, FINESS, 0, START, END, visits_per_day=30, seed=7)
+    return _visits(path)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_producer_variant_is_accepted_with_the_same_visits(variant, standard, tmp_path):
+    path = tmp_path / f"{variant}.xml"
+    count = write_oscour_file(path, FINESS, 0, START, END, visits_per_day=30, seed=7, variant=variant)
+    report, visits = _visits(path)
+    assert report.status == "accepted", report.findings[:3]
+    assert report.records == count == len(visits)
+    assert report.rejected_records == report.flagged_records == 0, dict(report.rule_counts)
+    assert [_comparable(v) for v in visits] == [_comparable(v) for v in standard[1]]
+    assert report.header.finess == FINESS and report.header.period_start == START
+    if variant == "extensions":
+        assert any("HMED" in v.extensions for v in visits)
+    if variant in ("lowercase", "dotted", "padding"):
+        assert report.normalised_values > 0
+
+
+def test_empty_datefin_ends_the_period_on_the_last_entree(tmp_path):
+    path = tmp_path / "open.xml"
+    write_oscour_file(path, FINESS, 0, START, END, visits_per_day=30, seed=7, variant="empty_datefin")
+    report, visits = _visits(path)
+    assert report.header.period_end == max(v.entree for v in visits).date()
+
+
+@pytest.mark.parametrize("rule", DEFECTS)
+def test_each_injected_defect_raises_its_own_rule(rule, tmp_path):
+    path = tmp_path / f"{rule}.xml"
+    write_oscour_file(path, FINESS, 0, START, END, visits_per_day=30, seed=3, defects=[rule])
+    report = inspect_file(path)
+    assert set(report.rule_counts) == {rule}
+    assert report.status == ("rejected" if rule in FILE_DEFECTS else "accepted")
+    finding = next(f for f in report.findings if f.rule == rule)
+    assert RULES[rule].title in finding.message
+    if RULES[rule].level != "file":
+        assert finding.record is not None and f"assage n°{finding.record}" in finding.message
+        assert finding.field
+    if RULES[rule].level == "record":
+        assert report.rejected_records == 1 and report.kept_records == report.records - 1
+
+
+def test_findings_name_the_visit_its_entree_and_the_field_in_french():
+    data = (b'<OSCOUR><ETABLISSEMENT><FINESS>670780691</FINESS><ORDRE>0</ORDRE>'
+            b'<EXTRACT>02/11/2026 02:30:00</EXTRACT><DATEDEBUT>26/10/2026</DATEDEBUT><DATEFIN>01/11/2026</DATEFIN>'
+            b'</ETABLISSEMENT><PASSAGES><PATIENT><SEXE>X</SEXE><ENTREE>27/10/2026 10:05</ENTREE></PATIENT>'
+            b'</PASSAGES></OSCOUR>')
+    report = inspect_file(io.BytesIO(data), name="f.xml")
+    (finding,) = report.findings
+    assert finding.message == ("Passage n°1 (entrée 27/10/2026 10:05), champ SEXE, valeur « X » : "
+                               "La valeur n'appartient pas à la nomenclature du champ.")
+    assert report.as_json()["issues"] == [{"rule": "VALUE_NOT_IN_SET", "record": 1, "field": "SEXE",
+                                           "message": finding.message}]
+
+
+@pytest.mark.parametrize("number,ok", [("670000397", True), ("670780691", True), ("910001973", True),
+                                       ("670000398", False), ("2A0000001", True), ("2B1234567", True)])
+def test_finess_check_digit(number, ok):
+    assert finess.is_well_formed(number)
+    assert finess.check_digit_ok(number) is ok
+
+
+def test_finess_format():
+    assert not finess.is_well_formed("67000039")
+    assert not finess.is_well_formed("000000000")
+    assert finess.is_well_formed("971234567")
+
+
+def test_dates_in_national_formats():
+    assert parse_datetime("05/11/2026 07:08") == datetime(2026, 11, 5, 7, 8)
+    assert parse_datetime(" 05/11/2026  07:08:09 ") == datetime(2026, 11, 5, 7, 8, 9)
+    for bad in ("2026-11-05 07:08", "32/11/2026 07:08", "05/11/2026", "05/11/2026 25:00"):
+        with pytest.raises(ValueError):
+            parse_datetime(bad)
+
+
+# --- hostile input ------------------------------------------------------------------------------
+
+HOSTILE = {
+    "xxe": (b'<?xml version="1.0"?><!DOCTYPE OSCOUR [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+            b'<OSCOUR><ETABLISSEMENT><FINESS>&xxe;</FINESS></ETABLISSEMENT></OSCOUR>', "DTD_FORBIDDEN"),
+    "xxe_network": (b'<!DOCTYPE OSCOUR SYSTEM "http://127.0.0.1:9/evil.dtd"><OSCOUR/>', "DTD_FORBIDDEN"),
+    "billion_laughs": (
+        b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+        + b"".join(f'<!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">'.encode()
+                   for i in range(1, 10))
+        + b']><OSCOUR><ETABLISSEMENT><FINESS>&lol9;</FINESS></ETABLISSEMENT></OSCOUR>', "DTD_FORBIDDEN"),
+    "deep": (b"<OSCOUR>" + b"<a>" * 100_000 + b"</a>" * 100_000 + b"</OSCOUR>", "NOT_XML"),
+    "truncated": (b'<OSCOUR><ETABLISSEMENT><FINESS>670780691</FINESS><EXTRACT>01/11/2026 02:00</EXTRACT>'
+                  b'<DATEDEBUT>01/11/2026</DATEDEBUT></ETABLISSEMENT><PASSAGES><PATIENT><ENTREE>01/11/20',
+                  "TRUNCATED"),
+    "junk": (bytes(range(256)) * 64, "NOT_XML"),
+    "empty": (b"", "EMPTY_FILE"),
+    "blank": (b"  \n\n ", "EMPTY_FILE"),
+    "wrong_root": (b"<html><body>404</body></html>", "WRONG_ROOT"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_files_are_refused_with_a_clear_rule_and_no_memory_blow_up(name):
+    data, rule = HOSTILE[name]
+    tracemalloc.start()
+    report = inspect_file(io.BytesIO(data), name=name)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert report.status == "rejected"
+    assert [f.rule for f in report.file_findings][-1] == rule
+    assert peak < 20 * 1024 * 1024
+    assert "lol" not in " ".join(f.message for f in report.findings)  # nothing was expanded
+
+
+def test_a_patient_before_the_header_is_refused():
+    data = b"<OSCOUR><PATIENT><ENTREE>01/11/2026 10:00</ENTREE></PATIENT><ETABLISSEMENT/></OSCOUR>"
+    assert inspect_file(io.BytesIO(data)).file_findings[0].rule == "HEADER_MISSING"
+
+
+def test_reading_is_streamed_in_constant_memory(tmp_path):
+    small, large = tmp_path / "small.xml", tmp_path / "large.xml"
+    write_oscour_file(small, FINESS, 0, START, START, visits_per_day=2_000, seed=1)
+    write_oscour_file(large, FINESS, 0, START, date(2026, 11, 28), visits_per_day=4_000, seed=1)
+    peaks = []
+    for path in (small, large):
+        tracemalloc.start()
+        count = sum(1 for _ in OscourReader(path))
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert count > 0
+    # 25 times more visits, no more memory (a few MB of parser buffers at most).
+    assert peaks[1] < peaks[0] * 2 + 2 * 1024 * 1024
