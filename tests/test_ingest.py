@@ -1,0 +1,270 @@
+"""rpu_ingest: whole runs with dag.test() against a real SFTP server, PostgreSQL and SMTP sink."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import date, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from rpu import region as region_config
+from rpu.generator import demo_establishments, write_oscour_file
+from rpu.ingest import SftpInbox, run_ingest
+from rpu.local_services import postgres_airflow_connection
+from rpu.store import migrate
+
+REPO = Path(__file__).resolve().parent.parent
+ESTABLISHMENTS = demo_establishments(20, seed=5)
+END = date(2026, 11, 26)
+START = date(2026, 11, 20)
+OPERATOR = "oru-operateur@example.org"
+
+
+@pytest.fixture
+def region_file(tmp_path, monkeypatch):
+    establishments = [
+        {"finess": e["finess"], "ordre": 0, "name": e["name"], "legal_finess": e["legal_finess"], "status": "live",
+         "it_contacts": [f"dsi-{e['finess']}@example.org"]}
+        for e in ESTABLISHMENTS
+    ]
+    path = tmp_path / "region.toml"
+    path.write_text(region_config.render(code="TEST", name="Région de test", operator_emails=[OPERATOR],
+                                         ars_emails=["ars@example.org"], establishments=establishments))
+    monkeypatch.setenv("RPU_REGION_CONFIG", str(path))
+    return path
+
+
+@pytest.fixture
+def regional_db(fresh_database_url, monkeypatch):
+    url = fresh_database_url()
+    monkeypatch.setenv("AIRFLOW_CONN_RPU_DB", json.dumps(postgres_airflow_connection(url)))
+    with psycopg.connect(url, autocommit=True) as conn:
+        migrate(conn)
+    return url
+
+
+@pytest.fixture(scope="module")
+def ingest_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    dagbag = DagBag(dag_folder=str(REPO / "dags"))
+    dag = dagbag.dags["rpu_ingest"]
+    for task in dag.tasks:  # a failure must show at once in a test, not after the retries' backoff
+        task.retries = 0
+    return dag
+
+
+def run(dag):
+    return dag.test(logical_date=datetime.now().astimezone())
+
+
+def task_states(dag_run) -> dict:
+    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
+def drop(sftp_root: Path, folder: str, name: str, *, finess: str | None = None, age: int = 600, **kwargs) -> Path:
+    """An establishment drops a file in its depot/ (``age`` seconds ago)."""
+    depot = sftp_root / folder / "depot"
+    depot.mkdir(parents=True, exist_ok=True)
+    path = depot / name
+    kwargs.setdefault("visits_per_day", 30)
+    kwargs.setdefault("seed", int(folder[-4:]))
+    write_oscour_file(path, finess or folder, 0, START, END, **kwargs)
+    stamp = time.time() - age
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def journal(url) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT sender, file_name, status, rule, loaded_records FROM received_file ORDER BY id").fetchall()
+
+
+def test_a_night_of_twenty_establishments(airflow_db, region_file, regional_db, clean_sftp, mailbox, ingest_dag):
+    root = clean_sftp.root
+    for establishment in ESTABLISHMENTS:
+        drop(root, establishment["finess"], f"RPU_{establishment['finess']}_20261127.xml")
+    dag_run = run(ingest_dag)
+    assert dag_run.state == "success", task_states(dag_run)
+    assert task_states(dag_run) == {"sync_registry": "success", "ingest_files": "success",
+                                    "announce_new_data": "success"}
+    rows = journal(regional_db)
+    assert len(rows) == 20 and {r[2] for r in rows} == {"loaded"}
+    for establishment in ESTABLISHMENTS:
+        folder = root / establishment["finess"]
+        assert list((folder / "depot").iterdir()) == []
+        assert [p.name for p in (folder / "traites").iterdir()] == [f"RPU_{establishment['finess']}_20261127.xml"]
+    with psycopg.connect(regional_db) as conn:
+        visits = conn.execute("SELECT count(*) FROM rpu").fetchone()[0]
+        registered = conn.execute("SELECT count(*) FROM establishment WHERE status = 'live'").fetchone()[0]
+        changes = conn.execute("SELECT count(*), min(changed_by) FROM establishment_status_change").fetchone()
+    assert visits == sum(r[4] for r in rows) > 0
+    assert registered == 20 and changes[0] == 20 and "rpu_ingest" in changes[1]
+
+    # Nothing new: the run is green, ingest_files skipped ("nothing new" at a glance).
+    dag_run = run(ingest_dag)
+    assert dag_run.state == "success"
+    assert task_states(dag_run)["ingest_files"] == "skipped"
+
+
+def test_rejected_file_goes_to_rejetes_with_a_french_report(airflow_db, region_file, regional_db, clean_sftp,
+                                                            mailbox, ingest_dag):
+    root = clean_sftp.root
+    finess = ESTABLISHMENTS[3]["finess"]
+    drop(root, finess, "broken.xml", defects=["PERIOD_REVERSED"])
+    drop(root, ESTABLISHMENTS[4]["finess"], "flags.xml", defects=["ENTREE_MISSING", "VALUE_NOT_IN_SET"])
+    dag_run = run(ingest_dag)
+    assert dag_run.state == "success", task_states(dag_run)
+    rejected = root / finess / "rejetes"
+    assert sorted(p.name for p in rejected.iterdir()) == ["broken.xml", "broken.xml.rapport.txt"]
+    report = (rejected / "broken.xml.rapport.txt").read_text(encoding="utf-8")
+    assert "REJETÉ" in report and "PERIOD_REVERSED" in report and "À faire" in report
+    # A loaded file with anomalies gets its report too, beside it in traites/.
+    processed = root / ESTABLISHMENTS[4]["finess"] / "traites"
+    report = (processed / "flags.xml.rapport.txt").read_text(encoding="utf-8")
+    assert "ACCEPTÉ" in report and "ENTREE_MISSING" in report and "Passage n°" in report
+    statuses = {r[1]: (r[2], r[3]) for r in journal(regional_db)}
+    assert statuses == {"broken.xml": ("rejected", "PERIOD_REVERSED"), "flags.xml": ("loaded", None)}
+
+
+def test_a_half_uploaded_file_is_left_alone_then_taken(airflow_db, region_file, regional_db, clean_sftp, mailbox,
+                                                       ingest_dag):
+    root = clean_sftp.root
+    finess = ESTABLISHMENTS[0]["finess"]
+    drop(root, finess, "en-cours.xml.part")  # a temporary name: never taken
+    fresh = drop(root, finess, "nouveau.xml", age=0)  # just written: it may still grow
+    dag_run = run(ingest_dag)
+    assert task_states(dag_run)["ingest_files"] == "skipped"
+    assert fresh.exists() and journal(regional_db) == []
+    # Unchanged since the previous listing: complete, taken.
+    dag_run = run(ingest_dag)
+    assert task_states(dag_run)["ingest_files"] == "success"
+    assert [r[1:3] for r in journal(regional_db)] == [("nouveau.xml", "loaded")]
+    assert (root / finess / "depot" / "en-cours.xml.part").exists()
+
+
+def test_sender_mismatch_is_rejected_and_the_oru_told(airflow_db, region_file, regional_db, clean_sftp, mailbox,
+                                                      ingest_dag):
+    root = clean_sftp.root
+    folder, other = ESTABLISHMENTS[5]["finess"], ESTABLISHMENTS[6]["finess"]
+    drop(root, folder, "autre.xml", finess=other)
+    # The two sites of one hospital (same legal FINESS) may send for each other.
+    site1, site2 = ESTABLISHMENTS[0]["finess"], ESTABLISHMENTS[1]["finess"]
+    assert ESTABLISHMENTS[0]["legal_finess"] == ESTABLISHMENTS[1]["legal_finess"]
+    drop(root, site1, "site2.xml", finess=site2)
+    (root / "999999999" / "depot").mkdir(parents=True)  # a folder nobody owns
+    drop(root, "999999999", "inconnu.xml", finess=other)
+    dag_run = run(ingest_dag)
+    assert dag_run.state == "success", task_states(dag_run)
+    statuses = {r[1]: (r[2], r[3]) for r in journal(regional_db)}
+    assert statuses == {"autre.xml": ("rejected", "SENDER_MISMATCH"), "site2.xml": ("loaded", None)}
+    assert "SENDER_MISMATCH" in (root / folder / "rejetes" / "autre.xml.rapport.txt").read_text(encoding="utf-8")
+    assert (root / "999999999" / "depot" / "inconnu.xml").exists()  # left untouched
+    mail = mailbox.wait_for(lambda m: "Dépôts à vérifier" in m["Subject"])
+    assert OPERATOR in mail["To"]
+    body = mail.get_content()
+    assert "autre.xml" in body and "999999999" in body
+    # The unknown folder is told once only.
+    mailbox.clear()
+    drop(root, folder, "suite.xml", seed=99)
+    run(ingest_dag)
+    time.sleep(0.5)
+    assert not [m for m in mailbox.messages if "Dépôts à vérifier" in m["Subject"]]
+
+
+def test_same_file_twice_and_an_older_extract(airflow_db, region_file, regional_db, clean_sftp, mailbox, ingest_dag):
+    root = clean_sftp.root
+    finess = ESTABLISHMENTS[7]["finess"]
+    first = drop(root, finess, "nuit1.xml", extract=datetime(2026, 11, 27, 2, 30))
+    content = first.read_bytes()
+    run(ingest_dag)
+    again = root / finess / "depot" / "nuit1-renvoi.xml"
+    again.write_bytes(content)
+    os.utime(again, (time.time() - 600, time.time() - 600))
+    drop(root, finess, "ancien.xml", extract=datetime(2026, 11, 26, 2, 30), seed=4)
+    dag_run = run(ingest_dag)
+    assert dag_run.state == "success", task_states(dag_run)
+    statuses = [(r[1], r[2]) for r in journal(regional_db)]
+    assert statuses[0] == ("nuit1.xml", "loaded")
+    assert sorted(statuses[1:]) == [("ancien.xml", "superseded"), ("nuit1-renvoi.xml", "duplicate")]
+    processed = sorted(p.name for p in (root / finess / "traites").iterdir())
+    assert processed == ["ancien.xml", "ancien.xml.rapport.txt", "nuit1-renvoi.xml", "nuit1-renvoi.xml.rapport.txt",
+                         "nuit1.xml"]
+    with psycopg.connect(regional_db) as conn:
+        assert conn.execute("SELECT count(DISTINCT received_file_id) FROM rpu").fetchone()[0] == 1
+
+    # The same name dropped again never overwrites what traites/ holds.
+    drop(root, finess, "nuit1.xml", extract=datetime(2026, 11, 28, 2, 30), seed=8)
+    run(ingest_dag)
+    assert (root / finess / "traites" / "nuit1.1.xml").exists()
+
+
+class _FailingInbox(SftpInbox):
+    """The real SFTP inbox, whose server is stopped after a number of files have been moved."""
+
+    def __init__(self, sftp, server, stop_after: int):
+        super().__init__(sftp)
+        self.server, self.stop_after, self.moves = server, stop_after, 0
+
+    def move(self, source, target):
+        super().move(source, target)
+        self.moves += 1
+        if self.moves == self.stop_after:
+            self.server.stop()
+
+
+def test_sftp_server_stopped_mid_run_loses_nothing_and_doubles_nothing(airflow_db, region_file, regional_db,
+                                                                       clean_sftp, mailbox, ingest_dag):
+    from airflow.providers.sftp.hooks.sftp import SFTPHook
+
+    root = clean_sftp.root
+    for establishment in ESTABLISHMENTS[:6]:
+        drop(root, establishment["finess"], "nuit.xml")
+    region = region_config.load()
+    hook = SFTPHook(ssh_conn_id="rpu_inbox")
+    with psycopg.connect(regional_db) as conn, pytest.raises((OSError, EOFError)):
+        with hook.get_managed_conn() as sftp:
+            run_ingest(conn, _FailingInbox(sftp, clean_sftp, stop_after=2), region)
+    loaded_before = [r for r in journal(regional_db) if r[2] == "loaded"]
+    assert 2 <= len(loaded_before) <= 3  # the third may be committed and still in depot/
+    clean_sftp.start()
+    dag_run = run(ingest_dag)
+    assert dag_run.state == "success", task_states(dag_run)
+    rows = journal(regional_db)
+    assert len([r for r in rows if r[2] == "loaded"]) == 6  # each file loaded exactly once
+    for establishment in ESTABLISHMENTS[:6]:
+        folder = root / establishment["finess"]
+        assert list((folder / "depot").iterdir()) == []
+        assert (folder / "traites" / "nuit.xml").exists()
+    with psycopg.connect(regional_db) as conn:
+        per_file = conn.execute("SELECT count(*) FROM rpu GROUP BY received_file_id").fetchall()
+    assert len(per_file) == 6
+
+
+def test_a_failing_task_sends_the_alert_email(airflow_db, region_file, clean_sftp, mailbox, ingest_dag, monkeypatch):
+    # The regional database is unreachable: the first task fails, the ORU gets the e-mail.
+    monkeypatch.setenv("AIRFLOW_CONN_RPU_DB", json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "login": "postgres", "schema": "nope"}))
+    dag_run = run(ingest_dag)
+    assert dag_run.state == "failed"
+    mail = mailbox.wait_for(lambda m: "Échec" in m["Subject"], timeout=30)
+    assert OPERATOR in mail["To"] and "rpu_ingest" in mail["Subject"]
+
+
+def test_every_dag_alerts_the_oru_on_failure():
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    dagbag = DagBag(dag_folder=str(REPO / "dags"))
+    assert dagbag.import_errors == {}
+    assert "rpu_ingest" in dagbag.dags
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.doc_md and len(dag.doc_md) > 200, dag_id
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+            assert any(isinstance(c, SmtpNotifier) for c in callbacks), f"{dag_id}.{task.task_id} n'alerte personne"
