@@ -131,6 +131,8 @@ class IngestSummary:
     sender_mismatches: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # files left in depot/ after an unexpected error
     seconds: float = 0.0
+    # Where the run's time went: listing, download, load (validation + database), archive.
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("listing", "download", "load", "archive"), 0.0))
 
     def folder(self, name: str) -> FolderSummary:
         return self.folders.setdefault(name, FolderSummary())
@@ -156,13 +158,15 @@ class IngestSummary:
             "sender_mismatches": self.sender_mismatches,
             "failed": self.failed,
             "seconds": round(self.seconds, 2),
+            "timings": {step: round(seconds, 2) for step, seconds in self.timings.items()},
         }
 
     def lines(self) -> list[str]:
         totals = self.totals()
         out = [f"{self.files_taken} fichier(s) traité(s) : {totals['loaded']} chargé(s), {totals['rejected']} rejeté(s), "
                f"{totals['duplicate']} doublon(s), {totals['superseded']} dépassé(s) ; "
-               f"{totals['visits_loaded']} passages chargés ; {totals['waiting']} en cours de dépôt ; {self.seconds:.1f} s"]
+               f"{totals['visits_loaded']} passages chargés ; {totals['waiting']} en cours de dépôt ; {self.seconds:.1f} s",
+               "durées : " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in self.timings.items())]
         for name, f in sorted(self.folders.items()):
             if f.taken or f.waiting:
                 out.append(f"  {name}: chargés {f.loaded}, rejetés {f.rejected}, doublons {f.duplicate}, "
@@ -191,11 +195,17 @@ def run_ingest(
     conn.commit()
     listing: dict[str, InboxFile] = {}
     with tempfile.TemporaryDirectory(prefix="rpu-ingest-") as workdir:
-        for folder in inbox.folders():
+        clock = time.monotonic()
+        folders = inbox.folders()
+        summary.timings["listing"] += time.monotonic() - clock
+        for folder in folders:
             if folder not in registered:
                 summary.unknown_folders.append(folder)
                 continue
-            for inbox_file in inbox.files(folder):
+            clock = time.monotonic()
+            folder_files = inbox.files(folder)
+            summary.timings["listing"] += time.monotonic() - clock
+            for inbox_file in folder_files:
                 name = posixpath.basename(inbox_file.path)
                 if is_temporary_name(name):
                     continue
@@ -231,7 +241,10 @@ def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, workd
           summary: IngestSummary) -> None:
     name = posixpath.basename(inbox_file.path)
     local = workdir / "fichier.xml"
+    clock = time.monotonic()
     inbox.download(inbox_file.path, local)
+    summary.timings["download"] += time.monotonic() - clock
+    clock = time.monotonic()
     extra = _sender_check(region, folder, local)
     if extra:
         summary.sender_mismatches.append(f"{folder}/{DEPOT}/{name} : FINESS d'en-tête {extra[0].value}")
@@ -241,6 +254,8 @@ def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, workd
         conn.rollback()
         raise
     conn.commit()
+    summary.timings["load"] += time.monotonic() - clock
+    clock = time.monotonic()
     # Committed: only now does the file leave depot/.
     target_folder = posixpath.join(folder, REJECTED if result.status == "rejected" else PROCESSED)
     inbox.ensure_folder(target_folder)
@@ -249,6 +264,7 @@ def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, workd
     if report:
         inbox.write_text(target + REPORT_SUFFIX, report)
     inbox.move(inbox_file.path, target)
+    summary.timings["archive"] += time.monotonic() - clock
     folder_summary = summary.folder(folder)
     setattr(folder_summary, result.status, getattr(folder_summary, result.status) + 1)
     folder_summary.visits_loaded += result.loaded_records

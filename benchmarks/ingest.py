@@ -1,0 +1,130 @@
+"""Ingest benchmark: validate-only and full load of one large generated OSCOUR file, against the
+naive baseline (pandas.read_xml + DataFrame.to_sql) measured in the same run.
+
+    .venv/bin/python benchmarks/ingest.py                      # 1,000,000 visits
+    .venv/bin/python benchmarks/ingest.py --visits 200000      # quicker
+
+Each measured step runs in its own process, so its peak memory (ru_maxrss) is its own. The
+database is a fresh one created on RPU_BENCH_ADMIN_URL (default: the local PostgreSQL) and
+dropped at the end. Targets (issue #2): full load >= 50,000 visits/s and >= 10x the baseline,
+peak memory < 300 MB whatever the file size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "plugins"))
+
+from rpu.generator import demo_establishments, write_oscour_file  # noqa: E402
+from rpu.local_services import create_database, drop_database  # noqa: E402
+
+ADMIN_URL = os.environ.get("RPU_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+# The measured steps, each run as `python benchmarks/ingest.py --step NAME FILE [URL]`.
+STEPS = {
+    "validate": """
+from rpu.validation import inspect_file
+report = inspect_file(path)
+result = {"visits": report.kept_records, "status": report.status}
+""",
+    "load": """
+import psycopg
+from rpu.loader import load_file
+with psycopg.connect(url) as conn:
+    outcome = load_file(conn, path)
+    conn.commit()
+result = {"visits": outcome.loaded_records, "status": outcome.status}
+""",
+    "baseline": """
+import pandas, sqlalchemy
+frame = pandas.read_xml(path, xpath="//PATIENT", parser="lxml")
+engine = sqlalchemy.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+frame.to_sql("rpu_naive", engine, if_exists="replace", index=False)
+result = {"visits": len(frame), "status": "loaded"}
+""",
+}
+
+
+def run_step(step: str, path: Path, url: str = "") -> dict:
+    """Run one step in a fresh interpreter; return its visits, seconds and peak RSS."""
+    completed = subprocess.run([sys.executable, __file__, "--step", step, str(path), url],
+                               capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise SystemExit(f"{step} failed:\n{completed.stderr[-2000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def _child(step: str, path: str, url: str) -> None:
+    import resource
+
+    namespace = {"path": path, "url": url}
+    started = time.perf_counter()
+    exec(STEPS[step], namespace)  # the fixed snippets above, never input
+    seconds = time.perf_counter() - started
+    result = namespace["result"]
+    result.update(seconds=seconds, peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--visits", type=int, default=1_000_000)
+    parser.add_argument("--baseline-visits", type=int, default=50_000,
+                        help="the naive baseline runs on a slice this size (it is far too slow on the whole)")
+    args = parser.parse_args()
+
+    finess = demo_establishments(1)[0]["finess"]
+    end = date(2026, 12, 31)
+    with tempfile.TemporaryDirectory(prefix="rpu-bench-") as workdir:
+        workdir = Path(workdir)
+        big, small = workdir / "big.xml", workdir / "slice.xml"
+        days = 365
+        print(f"Generating {args.visits:,} visits ...", flush=True)
+        written = write_oscour_file(big, finess, 0, end - timedelta(days=days - 1), end,
+                                    visits_per_day=args.visits / days, seed=1)
+        write_oscour_file(small, finess, 0, end - timedelta(days=days - 1), end,
+                          visits_per_day=args.baseline_visits / days, seed=2)
+        size_mb = big.stat().st_size / 1e6
+        name = f"rpu_bench_{uuid.uuid4().hex[:8]}"
+        url = create_database(ADMIN_URL, name)
+        try:
+            import psycopg
+
+            from rpu.store import migrate
+            with psycopg.connect(url, autocommit=True) as conn:
+                migrate(conn)
+            rows = [
+                ("validate only (ours)", run_step("validate", big)),
+                ("full load (ours)", run_step("load", big, url)),
+                ("full load (ours), baseline slice", run_step("load", small, url)),
+                ("naive baseline: read_xml + to_sql, slice", run_step("baseline", small, url)),
+            ]
+        finally:
+            drop_database(ADMIN_URL, name)
+
+    print(f"\nFile: {written:,} visits, {size_mb:,.0f} MB; baseline slice: {rows[3][1]['visits']:,} visits\n")
+    print(f"{'step':<44}{'visits':>11}{'seconds':>10}{'visits/s':>11}{'peak MB':>10}")
+    for label, result in rows:
+        rate = result["visits"] / result["seconds"]
+        print(f"{label:<44}{result['visits']:>11,}{result['seconds']:>10.1f}{rate:>11,.0f}{result['peak_mb']:>10.0f}")
+    ours = rows[1][1]["visits"] / rows[1][1]["seconds"]
+    naive = rows[3][1]["visits"] / rows[3][1]["seconds"]
+    print(f"\nfull load vs naive baseline: {ours / naive:.1f}x  (targets: >= 50,000 visits/s, >= 10x, < 300 MB)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--step":
+        _child(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
+    else:
+        main()
