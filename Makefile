@@ -31,3 +31,5 @@ stop: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/ingest.py
+	$(BIN)/python benchmarks/ingest_night.py
+	$(BIN)/python benchmarks/extract.py

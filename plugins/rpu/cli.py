@@ -153,6 +153,18 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--output", "-o", required=True, help="dossier de sortie")
     generate.set_defaults(func=cmd_generate)
 
+    # The operators' command groups, each defined beside the use cases it drives.
+    from rpu.access import register_access_commands
+    from rpu.build_cli import register_build_commands
+    from rpu.demo import register_demo_commands
+    from rpu.monitor_cli import register_establishment_commands
+    from rpu.region_cli import register_region_commands
+
+    register_establishment_commands(commands)
+    register_build_commands(commands)
+    register_region_commands(commands)
+    register_access_commands(commands)
+    register_demo_commands(commands)
     return parser
 
 

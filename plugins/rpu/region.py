@@ -60,6 +60,18 @@ class Region:
     airflow_url: str = "http://localhost:8080"
     extra: dict = field(default_factory=dict)
 
+    @property
+    def exports_base(self) -> Path:
+        """``[paths] exports_dir``, else ``exports/`` beside the region file."""
+        if self.exports_dir:
+            return Path(self.exports_dir)
+        return (self.path.parent if self.path else Path.cwd()) / "exports"
+
+    def outbox_dir(self, destination: str) -> Path:
+        """Where the files built for a destination are kept (owner-only) until delivered, so a
+        retry resends the same file: ``<exports_dir>/envois/<destination>/``."""
+        return self.exports_base / "envois" / destination
+
     def establishment(self, finess: str, ordre: int | None = None) -> EstablishmentConfig | None:
         for establishment in self.establishments:
             if establishment.finess == finess and (ordre is None or establishment.ordre == ordre):

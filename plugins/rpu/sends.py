@@ -82,16 +82,20 @@ def record_built(conn: psycopg.Connection, *, destination: str, path: str | os.P
         return cursor.fetchone()
 
 
+# Every function here runs in its own explicit transaction, so that none leaves an implicit one
+# open on the caller's connection (later transactions would become savepoints of it, lost if the
+# caller then fails).
+
 def pending(conn: psycopg.Connection, destination: str) -> list[Send]:
     """Sends built or failed, oldest first: what the next delivery run must (re)try."""
-    with conn.cursor(row_factory=class_row(Send)) as cursor:
+    with conn.transaction(), conn.cursor(row_factory=class_row(Send)) as cursor:
         cursor.execute("SELECT * FROM send WHERE destination = %s AND status IN ('built', 'failed')"
                        " ORDER BY id", (destination,))
         return cursor.fetchall()
 
 
 def get(conn: psycopg.Connection, send_id: int) -> Send:
-    with conn.cursor(row_factory=class_row(Send)) as cursor:
+    with conn.transaction(), conn.cursor(row_factory=class_row(Send)) as cursor:
         cursor.execute("SELECT * FROM send WHERE id = %s", (send_id,))
         return cursor.fetchone()
 
@@ -114,13 +118,13 @@ def attempt(conn: psycopg.Connection, send: Send, deliver: Deliver) -> Send:
     except Exception as error:  # paramiko and HTTP errors alike: journal, then let the run report it
         answer = f"{type(error).__name__}: {error}"
         log.warning("Envoi n°%s vers %s en échec : %s", send.id, send.destination, answer)
-    with conn.transaction():
-        conn.execute(
+    with conn.transaction(), conn.cursor(row_factory=class_row(Send)) as cursor:
+        cursor.execute(
             "UPDATE send SET status = %s, attempts = attempts + 1, remote_answer = %s, last_attempt_at = now(),"
-            " sent_at = CASE WHEN %s = 'sent' THEN now() ELSE sent_at END WHERE id = %s",
+            " sent_at = CASE WHEN %s = 'sent' THEN now() ELSE sent_at END WHERE id = %s RETURNING *",
             (status, answer, status, send.id),
         )
-    return get(conn, send.id)
+        return cursor.fetchone()
 
 
 def deliver_pending(conn: psycopg.Connection, destination: str, deliver: Deliver) -> list[Send]:

@@ -1,0 +1,73 @@
+"""
+### rpu_invs_daily — le fichier OSCOUR quotidien pour Santé publique France (OSCOUR / SurSaUD)
+
+**Chaque jour à 05:30 (heure de Paris)**, après l'heure limite de dépôt des établissements (04:00) :
+
+1. `build_sends` : pour chaque établissement **en production** (`live`) dont des fichiers ont été
+   chargés depuis son dernier envoi, construit **un** fichier OSCOUR depuis la base régionale. Il
+   couvre l'union des périodes de ces fichiers (premier DATEDEBUT → dernier DATEFIN), avec les données
+   actuelles de la région pour cette période ; EXTRACT = l'heure de construction. Nom :
+   `RPU_<FINESS>_<ORDRE>_<aaaammjjhhmmss>.xml`, conservé (lecture propriétaire seule) dans
+   `<exports_dir>/envois/invs/`. Chaque fichier est inscrit au journal des envois (table `send`,
+   destination `invs`) avec les fichiers reçus qu'il porte.
+2. `deliver` : dépose sur le SFTP de Santé publique France (connexion `invs_outbox`, dossier = extra
+   `path`) **tous** les envois en attente (construits ou en échec, y compris ceux des jours
+   précédents et les reprises), sous un nom temporaire puis renommé. Un envoi n'est marqué `sent`
+   qu'une fois le fichier complet renommé chez le destinataire.
+
+Ne sont **jamais** envoyés : les établissements `onboarding`, `parallel` (l'ancien concentrateur les
+transmet encore), `inactive`, ni les fichiers chargés avant le passage en `live`. Relancer le DAG le
+même jour n'envoie rien deux fois : un fichier reçu déjà porté par un envoi (envoyé ou en attente)
+n'est pas reconstruit. `deliver` est **skipped** (gris) quand il n'y a rien à envoyer.
+
+#### En cas d'échec
+
+- **SFTP de Santé publique France injoignable** : chaque envoi en attente est noté en échec avec la
+  cause (`send.remote_answer`), la tâche réessaie puis échoue et l'ORU reçoit un e-mail. Rien n'est
+  perdu ni marqué envoyé : l'exécution suivante (ou un *Clear* de `deliver`) renvoie les fichiers
+  déjà construits, sans les reconstruire. Vérifiez la connexion `invs_outbox`.
+- **Un établissement non construit** (erreur dans le journal de `build_sends`) : les autres partent
+  quand même ; ses fichiers restent dus et seront portés par le fichier du lendemain.
+- **Base régionale injoignable** : vérifiez la connexion `rpu_db`, puis *Clear* de la tâche.
+- Une interruption de plus de 7 jours ne se rattrape pas seule pour les jours non couverts par les
+  fichiers reçus : l'ARS décide une reprise (`rpu_invs_replay`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import CronTriggerTimetable, dag, task
+
+from rpu.airflow_glue import default_args
+
+
+@dag(
+    dag_id="rpu_invs_daily",
+    # Fixed at 05:30 Europe/Paris (the region's schedule.invs_time documents it; the region file
+    # is never read when a DAG file is parsed).
+    schedule=CronTriggerTimetable("30 5 * * *", timezone="Europe/Paris"),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    doc_md=__doc__,
+    tags=["rpu", "invs", "outbound"],
+)
+def rpu_invs_daily():
+    @task
+    def build_sends() -> dict:
+        from rpu.outbound_tasks import invs_build_task
+
+        return invs_build_task()
+
+    @task
+    def deliver(build: dict) -> dict:
+        from rpu.outbound_tasks import invs_deliver_task
+
+        return invs_deliver_task(build)
+
+    deliver(build_sends())
+
+
+rpu_invs_daily()

@@ -1,0 +1,179 @@
+"""
+### rpu_invs_replay — reprise (rejeu) d'un établissement et d'une période vers Santé publique France
+
+**Manuel uniquement**, une exécution à la fois. Renvoie à Santé publique France les passages d'un
+établissement pour une période, **reconstruits depuis la base régionale**, et inscrit l'envoi au
+journal des envois (qui l'a demandé, quand, pourquoi, combien de passages).
+
+Quand l'utiliser : le concentrateur envoie à l'ARS un e-mail « Reprise nécessaire » avec le FINESS
+et la période exacte quand un établissement a été silencieux 7 jours ou plus (la fenêtre glissante
+de 7 jours de ses fichiers ne rattrape plus les premiers jours manquants). Quand l'établissement a
+renvoyé un fichier couvrant cette période, l'envoi quotidien (`rpu_invs_daily`) le transmet aussi le
+lendemain matin et l'épisode se clôt de lui-même : la reprise sert à l'envoyer **sans attendre**,
+ou quand Santé publique France redemande une période.
+
+#### Faire une reprise depuis l'interface Airflow (ARS)
+
+1. **Avant tout**, l'établissement doit avoir déposé un fichier couvrant la période (DATEDEBUT et
+   DATEFIN) et ce fichier doit avoir été chargé (`rpu_ingest`, rapport dans `<FINESS>/traites/`).
+   Sans données dans la base régionale, la reprise est refusée.
+2. Ouvrez ce DAG (`rpu_invs_replay`) et cliquez sur **Trigger** (« Déclencher ») : le formulaire
+   s'ouvre.
+3. Remplissez :
+   - **finess** : les 9 caractères du FINESS géographique, tel que dans l'e-mail (ex. `670780691`) ;
+   - **ordre** : laissez `0` sauf indication contraire dans l'e-mail ;
+   - **start** / **end** : premier et dernier jour à renvoyer (dates d'entrée des passages), avec le
+     sélecteur de date ; `end` doit être antérieur à aujourd'hui, 366 jours au plus ;
+   - **reason** : le motif, qui sera inscrit au journal (ex. « absence d'envoi du 02/03 au 12/03 ») ;
+   - **dry_run** : **laissez coché** la première fois.
+4. Cliquez sur **Trigger**. Simulation : rien n'est envoyé ; ouvrez l'exécution, tâche
+   `build_file`, onglet **Logs** (ou **XCom**) : nombre de passages jour par jour. Vérifiez qu'aucun
+   jour n'est anormalement vide.
+5. Recommencez avec **dry_run décoché** : le fichier est construit, journalisé puis déposé sur le
+   serveur de Santé publique France (`deliver`), et l'épisode d'absence correspondant est clos
+   (« replayed »).
+
+Le même déclenchement en JSON (options avancées du formulaire, ou `airflow dags trigger -c`) :
+`{"finess": "670780691", "ordre": 0, "start": "2026-03-02", "end": "2026-03-05", "dry_run": true,
+"reason": "absence d'envoi du 03/03 au 12/03"}`
+
+#### Ce qui est refusé, et pourquoi
+
+- **Avant l'exécution** (le formulaire ne part pas) : FINESS qui n'a pas 9 caractères, date
+  invalide, motif absent ou de moins de 5 caractères.
+- **Tâche `check_request` en échec** (rouge, sans nouvel essai ; le message est dans le journal de
+  la tâche) : clé de contrôle du FINESS fausse, établissement inconnu du registre ou pas en
+  production (en parallèle, l'ancien concentrateur transmet encore), fin avant le début, fin qui
+  n'est pas antérieure à aujourd'hui, période de plus de 366 jours, jours que la base régionale
+  n'a pas (« l'établissement doit d'abord envoyer ses fichiers pour cette période »).
+
+#### En cas d'échec
+
+- **`deliver` en échec** (serveur de Santé publique France injoignable) : le fichier construit est
+  gardé et l'envoi reste au journal en « failed » ; la tâche réessaie, puis l'ORU reçoit un e-mail.
+  Relancer la tâche (*Clear*) renvoie **le même fichier**, sans le reconstruire ; l'envoi quotidien
+  (`rpu_invs_daily`) reprend aussi les envois en attente. Ne redéclenchez pas une nouvelle reprise.
+- **`build_file` en échec** : base injoignable, ou données modifiées pendant la construction (un
+  fichier chargé au même moment) ; relancez la tâche.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import Param, dag, task
+
+from rpu.airflow_glue import default_args
+
+FINESS_PATTERN = r"^(?:[0-9]{2}|2[AB])[0-9]{7}$"
+
+
+@dag(
+    dag_id="rpu_invs_replay",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    doc_md=__doc__,
+    tags=["rpu", "invs", "replay"],
+    params={
+        "finess": Param(type="string", pattern=FINESS_PATTERN, title="FINESS géographique",
+                        description="Les 9 caractères du FINESS du service d'urgences (ex. 670780691), "
+                                    "tel qu'indiqué dans l'e-mail « Reprise nécessaire »."),
+        "ordre": Param(0, type="integer", minimum=0, maximum=99, title="ORDRE",
+                       description="Numéro d'ordre de l'unité sous ce FINESS : 0 presque toujours."),
+        "start": Param(type="string", format="date", title="Premier jour à renvoyer",
+                       description="Date d'entrée des premiers passages à renvoyer (AAAA-MM-JJ)."),
+        "end": Param(type="string", format="date", title="Dernier jour à renvoyer",
+                     description="Date d'entrée des derniers passages à renvoyer (AAAA-MM-JJ), antérieure à "
+                                 "aujourd'hui ; 366 jours au plus depuis le premier."),
+        "dry_run": Param(True, type="boolean", title="Simulation (rien n'est envoyé)",
+                         description="Coché : construit le fichier et compte les passages par jour, sans rien "
+                                     "envoyer. Décochez pour l'envoi réel, après une simulation."),
+        "reason": Param(type="string", minLength=5, title="Motif",
+                        description="Pourquoi cette reprise (inscrit au journal des envois), ex. « absence "
+                                    "d'envoi du 02/03 au 12/03 »."),
+    },
+)
+def rpu_invs_replay():
+    @task
+    def check_request(params=None, dag_run=None) -> dict:
+        """The params, checked against the registry and the regional database (French refusal)."""
+        from zoneinfo import ZoneInfo
+
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from rpu import airflow_glue as glue
+        from rpu import replay
+
+        region = glue.region()
+        # The user who triggered the run (UI, API); "inconnu" if Airflow does not say.
+        requested_by = getattr(dag_run, "triggering_user_name", None) or "inconnu"
+        with glue.database() as conn:
+            try:
+                request = replay.check_request(
+                    conn, finess=params["finess"], ordre=params.get("ordre") or 0, start=params["start"],
+                    end=params["end"], reason=params.get("reason"), dry_run=params.get("dry_run", True),
+                    requested_by=requested_by, today=datetime.now(ZoneInfo(region.timezone)).date(),
+                    tz=region.timezone)
+            except replay.ReplayRefused as refusal:
+                raise AirflowFailException(str(refusal)) from None  # a retry would not change the answer
+        return request.as_dict()
+
+    @task
+    def build_file(request: dict) -> dict:
+        """Rebuild the OSCOUR file from the regional database; journal it unless dry run."""
+        import logging
+        import tempfile
+
+        from rpu import airflow_glue as glue
+        from rpu import replay
+        from rpu.invs import local_now
+
+        log = logging.getLogger("rpu.replay")
+        checked = replay.ReplayRequest.from_dict(request)
+        now = local_now(glue.region().timezone)  # the EXTRACT of the file, local time
+        with glue.database() as conn:
+            if checked.dry_run:
+                with tempfile.TemporaryDirectory(prefix="rpu-reprise-") as workdir:
+                    built = replay.build(conn, checked, workdir, now)  # built, counted, then deleted
+                send_id = None
+            else:
+                built = replay.build(conn, checked, replay.spool_dir(glue.region()), now)
+                send_id = replay.journal(conn, checked, built).id
+        for line in built.report(checked):
+            log.info("%s", line)
+        return {"dry_run": checked.dry_run, "send_id": send_id, "file_name": built.path.name,
+                "visits": built.visits, "per_day": {day.isoformat(): n for day, n in sorted(built.per_day.items())}}
+
+    @task
+    def deliver(built: dict) -> dict:
+        """Deliver the journaled replay to Santé publique France, then close its episodes."""
+        from datetime import UTC
+
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from rpu import airflow_glue as glue
+        from rpu import replay
+        from rpu.invs import ensure_folder
+        from rpu.sends import SftpOutbox
+
+        if built["dry_run"]:
+            raise AirflowSkipException(f"Simulation : rien n'est envoyé ({built['visits']} passages). "
+                                       "Relancez avec dry_run décoché pour l'envoi réel.")
+        folder = glue.sftp_base_path(glue.INVS_CONN_ID)
+        with glue.database() as conn, glue.sftp_session(glue.INVS_CONN_ID) as sftp:
+            if folder:
+                ensure_folder(sftp, folder)
+            send, closed = replay.deliver(conn, built["send_id"], SftpOutbox(sftp, folder), datetime.now(UTC))
+        if send.status != "sent":
+            raise RuntimeError(f"Envoi n°{send.id} non remis : {send.remote_answer}. Le fichier est gardé ; "
+                               "un nouvel essai le renverra tel quel.")
+        return {"send_id": send.id, "status": send.status, "remote_answer": send.remote_answer,
+                "episodes_closed": [row[0] for row in closed]}
+
+    deliver(build_file(check_request()))
+
+
+rpu_invs_replay()

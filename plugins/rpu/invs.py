@@ -1,0 +1,171 @@
+"""The daily OSCOUR files for Santé publique France (ex-InVS, OSCOUR network): ``rpu_invs_daily``.
+
+Every morning, for each **live** establishment that had files loaded since it was last sent,
+one OSCOUR file is rebuilt from the regional database: it covers the union of those files'
+periods (earliest DATEDEBUT → latest DATEFIN), with the region's current data for that
+period, EXTRACT = the build time. Santé publique France applies it as every OSCOUR file is
+applied: it cancels and replaces what it holds for that establishment and period.
+
+Which files a send carries is journaled (``send.covers_files``): a file carried by a send that
+is sent, or built/failed and still to be delivered, is never carried again, so a second run
+on the same day builds nothing, and a failed delivery is retried from its stored file, never
+rebuilt. Establishments in ``onboarding``, ``parallel`` (an older concentrator forwards them)
+or ``inactive`` are never sent; files loaded before an establishment went live are not sent
+either (the older concentrator forwarded them).
+
+``build_oscour`` (one establishment, one period, to one file) also serves ``rpu build oscour``
+and the replays.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg
+
+from rpu import sends
+from rpu.extract import visits_for
+from rpu.model import Header
+from rpu.oscour_writer import write_oscour
+from rpu.store import query
+
+log = logging.getLogger(__name__)
+
+DESTINATION = "invs"
+# Serialises the daily builds (and anything else taking it): two runs at once would otherwise
+# both find the same files not yet carried.
+_BUILD_LOCK = 0x5250550002
+
+
+@dataclass(frozen=True)
+class DueEstablishment:
+    """A live establishment with files loaded that no invs send carries yet."""
+
+    finess: str
+    ordre: int
+    file_ids: list[int]
+    period_start: date
+    period_end: date
+
+
+def local_now(timezone: str = "Europe/Paris") -> datetime:
+    """The wall-clock time of the region, naive, to the second (OSCOUR times are local)."""
+    return datetime.now(ZoneInfo(timezone)).replace(tzinfo=None, microsecond=0)
+
+
+def oscour_file_name(finess: str, ordre: int, when: datetime) -> str:
+    """``RPU_<FINESS>_<ORDRE>_<yyyymmddHHMMSS>.xml``."""
+    return f"RPU_{finess}_{ordre}_{when:%Y%m%d%H%M%S}.xml"
+
+
+def build_oscour(conn: psycopg.Connection, finess: str, ordre: int, start: date, end: date,
+                 out_path: str | os.PathLike, *, extract: datetime | None = None) -> int:
+    """Write the OSCOUR file of one establishment for [start, end] from the regional database
+    and return its number of visits.
+
+    Header: DATEDEBUT/DATEFIN = the period, EXTRACT = ``extract`` (default: now, Europe/Paris).
+    The file is written under a temporary name beside ``out_path``, owner-only, then renamed:
+    ``out_path`` is never seen half-written. On error nothing is left behind."""
+    if end < start:
+        raise ValueError(f"période inversée : {start} → {end}")
+    header = Header("OSCOUR", finess, ordre, extract or local_now(), start, end)
+    target = Path(out_path)
+    temporary = target.with_name(f".{target.name}.part")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        visits = visits_for(conn, finess, ordre, start, end)
+        with os.fdopen(fd, "wb", buffering=1 << 20) as stream, closing(visits):
+            count = write_oscour(stream, header, visits)
+            stream.flush()
+            os.fsync(stream.fileno())
+        sends.owner_only(temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def due_establishments(conn: psycopg.Connection) -> list[DueEstablishment]:
+    with conn.transaction():
+        rows = conn.execute(query("invs_due_files")).fetchall()
+    return [DueEstablishment(finess, ordre, list(ids), start, end) for finess, ordre, ids, start, end in rows]
+
+
+@dataclass
+class DailyOutcome:
+    built: list[sends.Send]
+    failed: list[str]  # "FINESS/ORDRE" of the establishments whose file could not be built
+
+
+def build_daily(conn: psycopg.Connection, outbox: str | os.PathLike, *, timezone: str = "Europe/Paris",
+                now: datetime | None = None) -> DailyOutcome:
+    """Build and journal (status ``built``) the day's OSCOUR file of every live establishment
+    with files not yet carried; return the new sends (none when there is nothing new).
+
+    Each establishment is built and journaled in its own transaction: a failure on one leaves
+    nothing of it behind (no journal row, no file; the error is logged), does not stop the
+    others, and is listed in ``failed``: its files stay due for the next run."""
+    outbox = Path(outbox)
+    outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
+    outcome = DailyOutcome([], [])
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_lock(%s)", (_BUILD_LOCK,))
+    try:
+        for due in due_establishments(conn):
+            try:
+                outcome.built.append(_build_one(conn, due, outbox, now or local_now(timezone)))
+            except Exception:  # one establishment's failure must not stop the others
+                log.exception("InVS : construction impossible pour %s/%s", due.finess, due.ordre)
+                outcome.failed.append(f"{due.finess}/{due.ordre}")
+    finally:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_BUILD_LOCK,))
+    return outcome
+
+
+def _build_one(conn: psycopg.Connection, due: DueEstablishment, outbox: Path, when: datetime) -> sends.Send:
+    path = outbox / oscour_file_name(due.finess, due.ordre, when)
+    while path.exists():  # two builds of one establishment within a second (a replay, a re-run)
+        when += timedelta(seconds=1)
+        path = outbox / oscour_file_name(due.finess, due.ordre, when)
+    try:
+        with conn.transaction():
+            count = build_oscour(conn, due.finess, due.ordre, due.period_start, due.period_end, path, extract=when)
+            send = sends.record_built(
+                conn, destination=DESTINATION, path=path, visit_count=count, kind="daily", finess=due.finess,
+                ordre=due.ordre, period_start=due.period_start, period_end=due.period_end,
+                covers_files=due.file_ids,
+            )
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    log.info("InVS : %s construit (%s passages, %s → %s, fichiers reçus %s)", send.file_name, count,
+             due.period_start, due.period_end, due.file_ids)
+    return send
+
+
+def deliver(conn: psycopg.Connection, sftp, folder: str = "") -> list[sends.Send]:
+    """Deliver every pending invs send (built or failed, oldest first) to Santé publique
+    France's SFTP folder (temporary name, then rename); return them in their new state."""
+    if folder:
+        ensure_folder(sftp, folder)
+    return sends.deliver_pending(conn, DESTINATION, sends.SftpOutbox(sftp, folder))
+
+
+def ensure_folder(sftp, folder: str) -> None:
+    """Create ``folder`` (and its parents) on the SFTP server when missing."""
+    path = ""
+    for part in folder.strip("/").split("/"):
+        path = posixpath.join(path, part) if path else ("/" + part if folder.startswith("/") else part)
+        try:
+            sftp.stat(path)
+        except FileNotFoundError:
+            sftp.mkdir(path)

@@ -1,0 +1,215 @@
+"""Task bodies of ``rpu_invs_daily`` and ``rpu_atih_monthly``: Airflow glue only (connections,
+the region file, skips, logs, e-mail). The work is done by ``rpu.invs`` and ``rpu.atih``.
+
+Connections to the regional database are opened in autocommit mode: every step of the use
+cases runs in its own explicit transaction, so each journaled outcome (a send built, an attempt
+and its answer) is committed at once and survives a task that fails afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg
+from airflow.sdk import Connection, get_current_context
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from rpu import airflow_glue as glue
+from rpu import atih, invs, sends
+from rpu.region import Region
+from rpu.store import migrate
+from rpu.syrius import CodegeoTable
+
+log = logging.getLogger(__name__)
+
+
+# --- shared ------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _database() -> Iterator[psycopg.Connection]:
+    with glue.database() as conn:
+        conn.autocommit = True
+        yield conn
+
+
+def outbox_dir(region: Region, destination: str) -> Path:
+    return region.outbox_dir(destination)
+
+
+def _send_summary(send: sends.Send) -> dict:
+    return {
+        "send_id": send.id, "file_name": send.file_name, "finess": send.finess, "ordre": send.ordre,
+        "period_start": send.period_start.isoformat() if send.period_start else None,
+        "period_end": send.period_end.isoformat() if send.period_end else None,
+        "visits": send.visit_count, "status": send.status, "answer": send.remote_answer,
+    }
+
+
+def _unreachable(message: str) -> sends.Deliver:
+    def deliver(send: sends.Send) -> str:
+        raise sends.DeliveryError(message)
+
+    return deliver
+
+
+def _deliver_over_sftp(conn: psycopg.Connection, destination: str, conn_id: str,
+                       deliver: Callable[[object, str], list[sends.Send]]) -> list[sends.Send]:
+    """Open one SFTP session and run ``deliver(sftp, folder)``. When the server cannot be
+    reached, every pending send is journaled as a failed attempt with the cause, then the task
+    fails (and is retried): nothing is marked sent."""
+    with contextlib.ExitStack() as stack:
+        try:
+            sftp = stack.enter_context(glue.sftp_session(conn_id))
+        except Exception as error:
+            cause = f"serveur SFTP {conn_id} injoignable : {type(error).__name__}: {error}"
+            for send in sends.pending(conn, destination):
+                sends.attempt(conn, send, _unreachable(cause))
+            raise RuntimeError(cause) from error
+        return deliver(sftp, glue.sftp_base_path(conn_id))
+
+
+def _raise_if_failed(results: list[sends.Send], what: str) -> None:
+    failed = [send for send in results if send.status != "sent"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} envoi(s) {what} en échec, gardé(s) pour la prochaine tentative : "
+                           + " ; ".join(f"n°{s.id} {s.file_name} : {s.remote_answer}" for s in failed))
+
+
+# --- rpu_invs_daily ----------------------------------------------------------------------------
+
+def invs_build_task() -> dict:
+    region = glue.region()
+    with _database() as conn:
+        migrate(conn)
+        outcome = invs.build_daily(conn, outbox_dir(region, invs.DESTINATION), timezone=region.timezone)
+    built, errors = outcome.built, outcome.failed
+    for send in built:
+        log.info("Construit : %s (%s passages, %s → %s)", send.file_name, send.visit_count, send.period_start,
+                 send.period_end)
+    if not built and not errors:
+        log.info("Aucun fichier chargé depuis le dernier envoi pour les établissements en production (live).")
+    return {"built": [_send_summary(send) for send in built], "errors": errors}
+
+
+def invs_deliver_task(build: dict) -> dict:
+    with _database() as conn:
+        if not sends.pending(conn, invs.DESTINATION):
+            if build.get("errors"):
+                raise RuntimeError("Fichier InVS non construit pour : " + ", ".join(build["errors"]))
+            raise AirflowSkipException("Rien à envoyer à Santé publique France.")
+        results = _deliver_over_sftp(conn, invs.DESTINATION, glue.INVS_CONN_ID,
+                                     lambda sftp, folder: invs.deliver(conn, sftp, folder))
+    for send in results:
+        log.info("Envoi n°%s %s : %s (%s)", send.id, send.file_name, send.status, send.remote_answer)
+    _raise_if_failed(results, "vers Santé publique France")
+    if build.get("errors"):
+        raise RuntimeError("Envoyés ; mais fichier InVS non construit pour : " + ", ".join(build["errors"]))
+    return {"delivered": [_send_summary(send) for send in results]}
+
+
+# --- rpu_atih_monthly --------------------------------------------------------------------------
+
+def _run_day(context, timezone: str) -> datetime:
+    when = context.get("logical_date") or context["dag_run"].run_after
+    return when.astimezone(ZoneInfo(timezone))
+
+
+def atih_plan_task() -> dict:
+    context = get_current_context()
+    params = context["params"]
+    region = glue.region()
+    today = _run_day(context, region.timezone).date()
+    try:
+        plan = atih.plan_month(today, region.atih_day, params.get("year"), params.get("month"))
+    except ValueError as error:
+        raise AirflowFailException(str(error)) from None
+    if plan is None:
+        raise AirflowSkipException(f"Nous sommes le {today:%d/%m/%Y} : l'envoi ATIH du mois précédent part à partir "
+                                   f"du {region.atih_day} du mois (atih_day de la région).")
+    log.info("Mois à envoyer : %s (%s)", plan.label, "relance demandée" if plan.forced else "exécution planifiée")
+    return {"year": plan.year, "month": plan.month, "forced": plan.forced}
+
+
+def atih_build_task(plan: dict) -> dict:
+    region = glue.region()
+    if region.codegeo_csv is None:
+        raise AirflowFailException("La région n'a pas de table CP → CODEGEO : renseignez [paths] codegeo_csv "
+                                   "dans son fichier de configuration.")
+    codegeo = CodegeoTable.load(region.codegeo_csv)
+    month = atih.MonthPlan(**plan)
+    with _database() as conn:
+        migrate(conn)
+        outcome = atih.build_monthly(conn, month, codegeo, outbox_dir(region, atih.DESTINATION),
+                                     timezone=region.timezone)
+    for send in outcome.built:
+        log.info("Construit : %s (%s RPU)", send.file_name, send.visit_count)
+    for finess, ordre in outcome.without_data:
+        log.info("%s/%s : aucun passage du 01/01 à la fin du mois, pas de fichier.", finess, ordre)
+    return {
+        "built": [_send_summary(send) for send in outcome.built],
+        "without_data": [f"{f}/{o}" for f, o in outcome.without_data],
+        "already_journaled": [f"{f}/{o}" for f, o in outcome.already_journaled],
+        "errors": outcome.errors,
+    }
+
+
+def atih_deliver_task(build: dict | None = None) -> dict:
+    region = glue.region()
+    with _database() as conn:
+        if not sends.pending(conn, atih.DESTINATION):
+            if build is None:  # build_files failed (this task runs anyway, see the DAG)
+                raise RuntimeError("Rien à envoyer : build_files a échoué (voir son journal).")
+            if build.get("errors"):
+                raise RuntimeError("Fichier ATIH non construit pour : " + ", ".join(build["errors"]))
+            raise AirflowSkipException("Rien à envoyer à l'ATIH.")
+        if region.atih_delivery == "sftp":
+            results = _deliver_over_sftp(
+                conn, atih.DESTINATION, glue.ATIH_CONN_ID,
+                lambda sftp, folder: atih.deliver(conn, _sftp_drop(sftp, folder)))
+        else:
+            connection = Connection.get(glue.ATIH_CONN_ID)
+            url = atih.syrius_url(connection.conn_type, connection.host, connection.schema, connection.port,
+                                  connection.extra_dejson)
+            upload = atih.SyriusUpload(url, connection.login or "", connection.password or "")
+            try:
+                results = atih.deliver(conn, upload)
+            finally:
+                upload.close()
+    for send in results:
+        log.info("Envoi n°%s %s : %s (%s)", send.id, send.file_name, send.status, send.remote_answer)
+    _raise_if_failed(results, "vers l'ATIH")
+    return {"delivered": [_send_summary(send) for send in results]}
+
+
+def _sftp_drop(sftp, folder: str) -> sends.SftpOutbox:
+    if folder:
+        invs.ensure_folder(sftp, folder)
+    return sends.SftpOutbox(sftp, folder)
+
+
+def atih_reconcile_task(plan: dict, build: dict | None = None) -> dict:
+    """Write the reconciliation CSVs, e-mail them to the ORU, then fail when a live
+    establishment's month is not accepted by ATIH (so that the run shows it)."""
+    region = glue.region()
+    month = atih.MonthPlan(**plan)
+    with _database() as conn:
+        reconciliation = atih.write_reconciliation(conn, month, region.exports_base / "rapprochement_atih",
+                                                   timezone=region.timezone)
+    subject, body = atih.summary_text(month, reconciliation.rows, region.name)
+    errors = list(build["errors"]) if build is not None else ["build_files en échec"]
+    if errors:
+        body += "\nNon construit (voir le journal de la tâche build_files) : " + ", ".join(errors) + "\n"
+    glue.send_mail(list(region.operator_emails), subject, body, [reconciliation.month_csv, reconciliation.year_csv])
+    of_month = [r for r in reconciliation.rows if r["month"] == month.month]
+    refused = [f"{r['finess']}/{r['ordre']} ({r['status']})" for r in of_month if r["status"] != "sent"]
+    if refused or errors:
+        raise RuntimeError(f"ATIH {month.label} : non accepté pour " + ", ".join(refused + errors))
+    return {
+        "month_csv": str(reconciliation.month_csv), "year_csv": str(reconciliation.year_csv),
+        "accepted": len(of_month), "visits": sum(r["visit_count"] for r in of_month),
+    }
