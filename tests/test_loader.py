@@ -183,3 +183,24 @@ def test_a_crash_mid_file_leaves_the_database_exactly_as_before(conn, tmp_path):
     assert _counts(conn) == before
     # And the next attempt loads it whole.
     assert load_file(conn, big).status == "loaded"
+
+
+def test_any_value_received_is_stored_intact(conn, tmp_path):
+    """Odd characters in codes and free text survive COPY and the array literals unchanged."""
+    odd_da, odd_acte = 'X"1\\2,{3} NULL', "ab\tc"
+    path = tmp_path / "odd.xml"
+    path.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><OSCOUR><ETABLISSEMENT><FINESS>670780691</FINESS><ORDRE>0</ORDRE>'
+        "<EXTRACT>02/11/2026 02:30:00</EXTRACT><DATEDEBUT>26/10/2026</DATEDEBUT><DATEFIN>01/11/2026</DATEFIN>"
+        "</ETABLISSEMENT><PASSAGES><PATIENT><COMMUNE>L'ÎLE \\ &amp; &lt;SUD&gt;</COMMUNE>"
+        "<ENTREE>27/10/2026 10:05</ENTREE><MOTIF>chute\\n dans l'escalier</MOTIF>"
+        f"<LISTE_DA><DA>{odd_da.replace('&', '&amp;')}</DA><DA>J069</DA></LISTE_DA>"
+        f"<LISTE_ACTES><ACTE>{odd_acte}</ACTE></LISTE_ACTES></PATIENT></PASSAGES></OSCOUR>",
+        encoding="utf-8")
+    assert load_file(conn, path).status == "loaded"
+    row = conn.execute("SELECT commune, motif, da, actes, flags FROM rpu").fetchone()
+    assert row[0] == "L'ÎLE \\ & <SUD>"
+    assert row[1] == "chute\\n dans l'escalier"
+    assert row[2] == [odd_da.upper(), "J069"]
+    assert row[3] == [odd_acte.strip().upper()]
+    assert row[4] == ["FORMAT_INVALID"]

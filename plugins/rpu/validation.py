@@ -225,25 +225,27 @@ class _VisitChecker:
         motif = " ".join(fields.get("MOTIF", "").split())
         visit.motif = motif or None
 
+        # CIM-10 and CCAM codes: one regular-expression match in the usual case (a code as the
+        # norm spells it); normalised (trim, upper case, no dot) and checked again otherwise.
         dp = fields.get("DP", "")
-        if not CIM10_FORMAT.match(dp):  # fast path: a code as the norm spells it
-            dp = self._cim10(dp)
         if dp and not CIM10_FORMAT.match(dp):
-            flag("FORMAT_INVALID", "DP", dp)
+            dp = self._cim10(dp)
+            if dp and not CIM10_FORMAT.match(dp):
+                flag("FORMAT_INVALID", "DP", dp)
         visit.dp = dp or None
         for da in raw.da:
             if not CIM10_FORMAT.match(da):
                 da = self._cim10(da)
-            if da:
-                if not CIM10_FORMAT.match(da):
+                if da and not CIM10_FORMAT.match(da):
                     flag("FORMAT_INVALID", "DA", da)
+            if da:
                 visit.da.append(da)
         for acte in raw.actes:
             if not CCAM_FORMAT.match(acte):
                 acte = self._code(acte)
-            if acte:
-                if not CCAM_FORMAT.match(acte):
+                if acte and not CCAM_FORMAT.match(acte):
                     flag("FORMAT_INVALID", "ACTE", acte)
+            if acte:
                 visit.actes.append(acte)
 
         naissance = fields.get("NAISSANCE", "").strip()
