@@ -25,7 +25,9 @@ import posixpath
 import stat
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +82,14 @@ class SftpInbox:
              for e in entries if stat.S_ISREG(e.st_mode or 0)),
             key=lambda f: (f.mtime, f.path),
         )
+
+    def second_channel(self) -> SftpInbox:
+        """Another SFTP channel over the same SSH connection (downloads run ahead on it)."""
+        transport = self.sftp.get_channel().get_transport()
+        return SftpInbox(paramiko.SFTPClient.from_transport(transport), self.base)
+
+    def close(self) -> None:
+        self.sftp.close()
 
     def download(self, path: str, local: Path) -> None:
         self.sftp.get(self._path(path), str(local))
@@ -194,37 +204,38 @@ def run_ingest(
     previous = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT path, size, mtime FROM inbox_listing")}
     conn.commit()
     listing: dict[str, InboxFile] = {}
-    with tempfile.TemporaryDirectory(prefix="rpu-ingest-") as workdir:
-        clock = time.monotonic()
-        folders = inbox.folders()
-        summary.timings["listing"] += time.monotonic() - clock
-        for folder in folders:
-            if folder not in registered:
-                summary.unknown_folders.append(folder)
+    to_take: list[tuple[str, InboxFile]] = []
+    clock = time.monotonic()
+    for folder in inbox.folders():
+        if folder not in registered:
+            summary.unknown_folders.append(folder)
+            continue
+        for inbox_file in inbox.files(folder):
+            if is_temporary_name(posixpath.basename(inbox_file.path)):
                 continue
-            clock = time.monotonic()
-            folder_files = inbox.files(folder)
-            summary.timings["listing"] += time.monotonic() - clock
-            for inbox_file in folder_files:
-                name = posixpath.basename(inbox_file.path)
-                if is_temporary_name(name):
-                    continue
-                listing[inbox_file.path] = inbox_file
-                if not _is_stable(inbox_file, previous.get(inbox_file.path), now(), settle_seconds):
-                    summary.folder(folder).waiting += 1
-                    continue
-                try:
-                    _take(conn, inbox, region, folder, inbox_file, Path(workdir), summary)
-                except (psycopg.OperationalError, OSError, EOFError, paramiko.SSHException):
-                    raise  # the database or the SFTP server is gone: the task retries
-                except Exception as error:  # one file must not stop the others
-                    # The file stays in depot/ and is tried again next run; the operator is
-                    # alerted at the end of this run. No content of the file is logged.
-                    log.error("%s : échec inattendu (%s), fichier laissé dans depot/", inbox_file.path,
-                              type(error).__name__)
-                    summary.failed.append(inbox_file.path)
-                    continue
-                listing.pop(inbox_file.path, None)
+            listing[inbox_file.path] = inbox_file
+            if _is_stable(inbox_file, previous.get(inbox_file.path), now(), settle_seconds):
+                to_take.append((folder, inbox_file))
+            else:
+                summary.folder(folder).waiting += 1
+    summary.timings["listing"] += time.monotonic() - clock
+
+    with tempfile.TemporaryDirectory(prefix="rpu-ingest-") as workdir:
+        for folder, inbox_file, local in _downloaded(inbox, to_take, Path(workdir), summary):
+            try:
+                _take(conn, inbox, region, folder, inbox_file, local, summary)
+            except (psycopg.OperationalError, OSError, EOFError, paramiko.SSHException):
+                raise  # the database or the SFTP server is gone: the task retries
+            except Exception as error:  # one file must not stop the others
+                # The file stays in depot/ and is tried again next run; the operator is
+                # alerted at the end of this run. No content of the file is logged.
+                log.error("%s : échec inattendu (%s), fichier laissé dans depot/", inbox_file.path,
+                          type(error).__name__)
+                summary.failed.append(inbox_file.path)
+                continue
+            finally:
+                local.unlink(missing_ok=True)
+            listing.pop(inbox_file.path, None)
     _remember_listing(conn, listing)
     _tell_oru(conn, region, summary, notify)
     summary.seconds = time.monotonic() - started
@@ -237,13 +248,44 @@ def _is_stable(inbox_file: InboxFile, previous: tuple[int, int] | None, now: flo
     return now - inbox_file.mtime >= settle_seconds
 
 
-def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, workdir: Path,
+def _downloaded(inbox, to_take: list[tuple[str, InboxFile]], workdir: Path, summary: IngestSummary):
+    """Yield (folder, file, local copy) in order, each file downloaded while the previous one is
+    being loaded: on a second SFTP channel of the same connection when the inbox offers one
+    (a paramiko SFTP client serves one request at a time), else one after the other."""
+    ahead = inbox.second_channel() if hasattr(inbox, "second_channel") else None
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rpu-download") as pool:
+            pending: deque = deque()
+            for index, (folder, inbox_file) in enumerate(to_take):
+                local = workdir / f"{index}.xml"
+                if ahead is not None:
+                    pending.append((folder, inbox_file, local, pool.submit(ahead.download, inbox_file.path, local)))
+                else:
+                    pending.append((folder, inbox_file, local, None))
+                if len(pending) < 2 and index + 1 < len(to_take):
+                    continue
+                yield _wait_for(inbox, pending.popleft(), summary)
+            while pending:
+                yield _wait_for(inbox, pending.popleft(), summary)
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _wait_for(inbox, item, summary: IngestSummary) -> tuple[str, InboxFile, Path]:
+    folder, inbox_file, local, future = item
+    clock = time.monotonic()
+    if future is None:
+        inbox.download(inbox_file.path, local)
+    else:
+        future.result()
+    summary.timings["download"] += time.monotonic() - clock  # the wait, not the transfer
+    return folder, inbox_file, local
+
+
+def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, local: Path,
           summary: IngestSummary) -> None:
     name = posixpath.basename(inbox_file.path)
-    local = workdir / "fichier.xml"
-    clock = time.monotonic()
-    inbox.download(inbox_file.path, local)
-    summary.timings["download"] += time.monotonic() - clock
     clock = time.monotonic()
     extra = _sender_check(region, folder, local)
     if extra:
