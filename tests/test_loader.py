@@ -204,3 +204,31 @@ def test_any_value_received_is_stored_intact(conn, tmp_path):
     assert row[2] == [odd_da.upper(), "J069"]
     assert row[3] == [odd_acte.strip().upper()]
     assert row[4] == ["FORMAT_INVALID"]
+
+
+def test_visits_outside_the_period_are_never_counted_twice(conn, tmp_path):
+    """A visit dated before DATEDEBUT (a producer selecting by exit time) comes back every night."""
+    def night(name, start, end, extract_day, **kwargs):
+        path = tmp_path / name
+        write_oscour_file(path, FINESS, 0, start, end, visits_per_day=20, extract=datetime(2026, 11, extract_day, 3),
+                          **kwargs)
+        return load_file(conn, path)
+
+    first = night("a.xml", date(2026, 11, 10), date(2026, 11, 16), 17, seed=1, defects=["ENTREE_OUTSIDE_PERIOD"])
+    again = night("b.xml", date(2026, 11, 10), date(2026, 11, 16), 18, seed=2, defects=["ENTREE_OUTSIDE_PERIOD"])
+    assert first.status == again.status == "loaded"
+    day = date(2026, 11, 7)  # the generator dates that visit three days before DATEDEBUT
+    assert _visits_per_day(conn)[day] == 1  # replaced, not added
+
+    # A file whose period covers that day is the authority for it...
+    covering = night("c.xml", date(2026, 11, 4), date(2026, 11, 9), 19, seed=3)
+    per_day = _visits_per_day(conn)
+    assert covering.status == "loaded"
+    covered = per_day[day]
+    # ...and a later file's out-of-period visit on that day is journaled, not loaded.
+    later = night("d.xml", date(2026, 11, 10), date(2026, 11, 16), 20, seed=4, defects=["ENTREE_OUTSIDE_PERIOD"])
+    assert later.outside_period_dropped == 1
+    assert later.loaded_records == later.report.kept_records - 1
+    assert _visits_per_day(conn)[day] == covered
+    row = conn.execute("SELECT loaded_records FROM received_file WHERE id = %s", (later.received_file_id,)).fetchone()
+    assert row[0] == later.loaded_records

@@ -113,6 +113,9 @@ def test_dates_in_national_formats():
 
 # --- hostile input ------------------------------------------------------------------------------
 
+_HEADER = (b"<OSCOUR><ETABLISSEMENT><FINESS>670780691</FINESS><EXTRACT>01/11/2026 02:00</EXTRACT>"
+           b"<DATEDEBUT>01/11/2026</DATEDEBUT><DATEFIN>01/11/2026</DATEFIN></ETABLISSEMENT>")
+
 HOSTILE = {
     "xxe": (b'<?xml version="1.0"?><!DOCTYPE OSCOUR [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
             b'<OSCOUR><ETABLISSEMENT><FINESS>&xxe;</FINESS></ETABLISSEMENT></OSCOUR>', "DTD_FORBIDDEN"),
@@ -130,6 +133,11 @@ HOSTILE = {
     "empty": (b"", "EMPTY_FILE"),
     "blank": (b"  \n\n ", "EMPTY_FILE"),
     "wrong_root": (b"<html><body>404</body></html>", "WRONG_ROOT"),
+    # Records under another name would be an empty period (erasing it); thousands would pile up.
+    "records_misnamed": (_HEADER + b"<PASSAGES><Patient><ENTREE>01/11/2026 10:00</ENTREE></Patient></PASSAGES></OSCOUR>",
+                         "UNKNOWN_ELEMENT"),
+    "unknown_flood": (_HEADER + b"<PASSAGES>" + b"<PASSAGE><ENTREE>01/11/2026 10:00</ENTREE></PASSAGE>" * 200_000
+                      + b"</PASSAGES></OSCOUR>", "UNKNOWN_ELEMENT"),
 }
 
 

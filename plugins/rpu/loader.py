@@ -42,10 +42,14 @@ class LoadResult:
     report: FileReport | None = None
     replaced_records: int = 0
     same_as: int | None = None
+    # Visits dated outside the file's period, on days another file already covers (not loaded).
+    outside_period_dropped: int = 0
 
     @property
     def loaded_records(self) -> int:
-        return self.report.kept_records if self.status == "loaded" and self.report else 0
+        if self.status != "loaded" or not self.report:
+            return 0
+        return self.report.kept_records - self.outside_period_dropped
 
     @property
     def reason(self) -> str | None:
@@ -89,7 +93,7 @@ def load_file(
             return LoadResult(name, "duplicate", file_id, same_as=same[0])
 
         file_id = _open_journal(conn, name, sender, sha256, size, status="loading")
-        status, same_as, replaced = "loaded", None, 0
+        status, same_as, replaced, outside_dropped = "loaded", None, 0, 0
         with tempfile.TemporaryFile() as findings_spool:
             with conn.transaction():  # a savepoint: the visits go only if the file is applied
                 report = _copy_visits(conn, path, name, file_id, findings_spool)
@@ -108,10 +112,14 @@ def load_file(
                     status, same_as = "superseded", newer[0]
                     raise psycopg.Rollback()
                 replaced = conn.execute(query("replace_scope"), scope).rowcount
+                if report.rule_counts["ENTREE_OUTSIDE_PERIOD"]:
+                    outside_dropped = conn.execute(query("drop_covered_outside_period"), scope).rowcount
+                    replaced += conn.execute(query("replace_outside_period"), scope).rowcount
                 _copy_findings(conn, findings_spool)
         if status == "rejected":
             _insert_findings(conn, file_id, report.file_findings)
-        result = LoadResult(name, status, file_id, report, replaced_records=replaced, same_as=same_as)
+        result = LoadResult(name, status, file_id, report, replaced_records=replaced, same_as=same_as,
+                            outside_period_dropped=outside_dropped)
         conn.execute(query("close_received_file"), _journal_row(file_id, status, report, result))
         return result
 

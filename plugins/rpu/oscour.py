@@ -114,6 +114,7 @@ class OscourReader:
         self.root: str | None = None
         self.records = 0
         self._lines = 1  # lines fed to the parser so far
+        self._tree_root = None  # the root element of the main parser's tree
 
     def __iter__(self) -> Iterator[RawRecord]:
         if isinstance(self._source, str | os.PathLike):
@@ -127,8 +128,8 @@ class OscourReader:
         # costs half the reading time. The root and any DOCTYPE are checked first, by a small
         # parser that reads no further than the root's start tag.
         parser = etree.XMLPullParser(
-            events=("end",),
-            tag=(HEADER_TAG, RECORD_TAG),
+            events=("start", "end"),
+            tag=(*ROOTS, HEADER_TAG, RECORD_TAG),
             resolve_entities=False,
             load_dtd=False,
             no_network=True,
@@ -155,6 +156,7 @@ class OscourReader:
                 yield from self._records(parser)
             except etree.XMLSyntaxError as error:
                 raise self._syntax_refusal(error, stream) from None
+            self._check_unknown_elements()
         if fed == 0:
             raise FileRefused("EMPTY_FILE")
         try:
@@ -166,7 +168,22 @@ class OscourReader:
             raise self._syntax_refusal(error, stream, at_end=True) from None
         if self.root is None:  # a document too short for the sniffer to have seen its root
             self._check_root(root)
+        self._tree_root = root
+        self._check_unknown_elements(at_end=True)
 
+    def _check_unknown_elements(self, at_end: bool = False) -> None:
+        """Elements that are neither the header nor PATIENT are skipped (and freed with the next
+        PATIENT). A file made of them alone (records named <Patient> or <PASSAGE>, say) would
+        otherwise be taken as an empty period, and erase it: it is refused, and so is a file
+        piling up thousands of them (they would stay in memory)."""
+        root = self._tree_root
+        if root is None:
+            return
+        unknown = [child for child in root if child.tag != HEADER_TAG]
+        unknown += [grandchild for child in root if child.tag == "PASSAGES" for grandchild in child]
+        unknown = [element for element in unknown if element.tag not in ("PASSAGES", RECORD_TAG)]
+        if (at_end and self.records == 0 and unknown) or len(unknown) > 1000:
+            raise FileRefused("UNKNOWN_ELEMENT", f"Élément trouvé : <{str(unknown[0].tag)[:40]}>.")
     def _sniff(self, sniffer, chunk: bytes) -> None:
         sniffer.feed(chunk)
         for _event, element in sniffer.read_events():
@@ -174,7 +191,11 @@ class OscourReader:
             return
 
     def _records(self, parser) -> Iterator[RawRecord]:
-        for _event, element in parser.read_events():
+        for event, element in parser.read_events():
+            if event == "start":
+                if self._tree_root is None and element.getparent() is None:
+                    self._tree_root = element
+                continue
             if element.tag == RECORD_TAG:
                 if self.header is None:
                     raise FileRefused("HEADER_MISSING")

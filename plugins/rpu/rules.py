@@ -32,6 +32,8 @@ _RULES = [
          "Supprimez la ligne <!DOCTYPE ...> de l'export : le format OSCOUR n'en utilise pas."),
     Rule("WRONG_ROOT", FILE, "L'élément racine n'est pas <OSCOUR>.",
          "Le fichier doit commencer par <OSCOUR> ; vérifiez que vous envoyez bien l'export RPU."),
+    Rule("UNKNOWN_ELEMENT", FILE, "Le fichier contient des éléments inconnus à la place des passages <PATIENT>.",
+         "Chaque passage doit être un élément <PATIENT> (en majuscules), sous <PASSAGES> ; vérifiez l'export."),
     Rule("HEADER_MISSING", FILE, "Le bloc <ETABLISSEMENT> est absent ou placé après les passages.",
          "Placez le bloc <ETABLISSEMENT> (FINESS, ORDRE, EXTRACT, DATEDEBUT, DATEFIN) en tête du fichier."),
     Rule("FINESS_MISSING", FILE, "Le FINESS de l'établissement est absent de l'en-tête.",
