@@ -9,7 +9,10 @@
    les fichiers stables (ni `.part`/`.tmp`, ni taille/date changées depuis le passage précédent),
    les contrôle et les charge (une transaction par fichier), puis **après le commit** les déplace
    dans `traites/` ou `rejetes/` avec un `<nom>.rapport.txt` en français ;
-3. `announce_new_data` met à jour l'Asset `rpu_regional_table` quand des passages ont été chargés.
+3. `announce_new_data` met à jour l'Asset `rpu_regional_table` quand des passages ont été chargés
+   pendant l'exécution (essais précédents de `ingest_files` compris) ;
+4. `report_failures` échoue (et l'ORU reçoit l'e-mail) si un fichier a eu un échec inattendu : ce
+   fichier est resté dans `depot/`, les autres ont été traités et annoncés.
 
 `ingest_files` est **skipped** (gris) quand il n'y avait rien de nouveau. Son résultat (XCom
 `return_value`) et son journal donnent, par établissement : chargés, rejetés, doublons, dépassés,
@@ -69,14 +72,20 @@ def rpu_ingest():
         return ingest_task()
 
     @task(outlets=[RPU_TABLE])
-    def announce_new_data(summary: dict) -> int:
+    def announce_new_data() -> int:
         from rpu.tasks import announce_task
 
-        return announce_task(summary)
+        return announce_task()
+
+    @task
+    def report_failures(summary: dict) -> None:
+        from rpu.tasks import report_failures_task
+
+        report_failures_task(summary)
 
     summary = ingest_files()
-    sync_registry() >> summary
-    announce_new_data(summary)
+    sync_registry() >> summary >> announce_new_data()
+    report_failures(summary)
 
 
 rpu_ingest()

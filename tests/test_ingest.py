@@ -91,7 +91,7 @@ def test_a_night_of_twenty_establishments(airflow_db, region_file, regional_db, 
     dag_run = run(ingest_dag)
     assert dag_run.state == "success", task_states(dag_run)
     assert task_states(dag_run) == {"sync_registry": "success", "ingest_files": "success",
-                                    "announce_new_data": "success"}
+                                    "announce_new_data": "success", "report_failures": "success"}
     rows = journal(regional_db)
     assert len(rows) == 20 and {r[2] for r in rows} == {"loaded"}
     for establishment in ESTABLISHMENTS:
@@ -268,3 +268,53 @@ def test_every_dag_alerts_the_oru_on_failure():
             callbacks = task.on_failure_callback
             callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
             assert any(isinstance(c, SmtpNotifier) for c in callbacks), f"{dag_id}.{task.task_id} n'alerte personne"
+
+
+def test_a_broken_folder_never_blocks_the_other_establishments(airflow_db, region_file, regional_db, clean_sftp,
+                                                               mailbox, ingest_dag):
+    root = clean_sftp.root
+    broken, fine = ESTABLISHMENTS[8]["finess"], ESTABLISHMENTS[9]["finess"]
+    drop(root, broken, "nuit.xml")
+    (root / broken / "traites").write_text("un fichier à la place du dossier")  # archiving there fails
+    drop(root, fine, "nuit.xml")
+    dag_run = run(ingest_dag)
+    states = task_states(dag_run)
+    assert states["ingest_files"] == "success" and states["announce_new_data"] == "success"
+    assert states["report_failures"] == "failed" and dag_run.state == "failed"  # the ORU is alerted
+    assert (root / fine / "traites" / "nuit.xml").exists()
+    assert (root / broken / "depot" / "nuit.xml").exists()  # loaded, left for the next run to archive
+    mailbox.wait_for(lambda m: "Échec" in m["Subject"] and "report_failures" in m["Subject"], timeout=30)
+
+
+def test_known_bytes_from_the_wrong_folder_are_a_sender_mismatch(airflow_db, region_file, regional_db, clean_sftp,
+                                                                 mailbox, ingest_dag):
+    root = clean_sftp.root
+    owner, other = ESTABLISHMENTS[10]["finess"], ESTABLISHMENTS[11]["finess"]
+    content = drop(root, owner, "nuit.xml").read_bytes()
+    run(ingest_dag)
+    stolen = root / other / "depot" / "copie.xml"
+    stolen.parent.mkdir(parents=True, exist_ok=True)
+    stolen.write_bytes(content)
+    os.utime(stolen, (time.time() - 600, time.time() - 600))
+    run(ingest_dag)
+    statuses = {(r[0], r[1]): (r[2], r[3]) for r in journal(regional_db)}
+    assert statuses[(other, "copie.xml")] == ("rejected", "SENDER_MISMATCH")
+    assert (root / other / "rejetes" / "copie.xml").exists()
+
+
+def test_an_unknown_folder_is_told_again_when_the_email_failed(region_file, regional_db, clean_sftp):
+    from airflow.providers.sftp.hooks.sftp import SFTPHook
+
+    (clean_sftp.root / "123456789" / "depot").mkdir(parents=True)
+    told = []
+
+    def failing(to, subject, body):
+        raise ConnectionRefusedError("SMTP injoignable")
+
+    region = region_config.load()
+    with psycopg.connect(regional_db) as conn, SFTPHook(ssh_conn_id="rpu_inbox").get_managed_conn() as sftp:
+        with pytest.raises(ConnectionRefusedError):
+            run_ingest(conn, SftpInbox(sftp), region, notify=failing)
+        run_ingest(conn, SftpInbox(sftp), region, notify=lambda to, subject, body: told.append(body))
+        run_ingest(conn, SftpInbox(sftp), region, notify=lambda to, subject, body: told.append(body))
+    assert len(told) == 1 and "123456789" in told[0]

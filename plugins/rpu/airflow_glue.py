@@ -40,6 +40,14 @@ class OperatorAlert(SmtpNotifier):
             "<p>Consultez le journal de la tâche dans l'interface Airflow, puis la section "
             "« En cas d'échec » de la documentation du DAG.</p>"))
         super().__init__(to="", smtp_conn_id=SMTP_CONN_ID, **kwargs)
+        self._templates = {"subject": self.subject, "html_content": self.html_content}
+
+    def __call__(self, *args) -> None:
+        # Rendering is in place and irreversible: start again from the templates each time, or
+        # every alert after the first would carry the first failure's task in its subject.
+        self.subject, self.html_content = self._templates["subject"], self._templates["html_content"]
+        self.to = ""
+        return super().__call__(*args)
 
     def notify(self, context):
         if not self.to:

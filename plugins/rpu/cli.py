@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_REJECTED
         import psycopg
 
+        if isinstance(error, psycopg.errors.UndefinedTable):
+            print("rpu: base régionale non initialisée : lancez d'abord `rpu db migrate`.", file=sys.stderr)
+            return EXIT_REJECTED
         if isinstance(error, psycopg.OperationalError):
             print(f"rpu: base de données injoignable : {str(error).strip().splitlines()[0]}", file=sys.stderr)
             return EXIT_REJECTED

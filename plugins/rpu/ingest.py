@@ -91,6 +91,24 @@ class SftpInbox:
     def close(self) -> None:
         self.sftp.close()
 
+    def alive(self) -> bool:
+        """Whether the SFTP session still answers (an error was about one path, not the link)."""
+        try:
+            self.sftp.stat(self.base or ".")
+            return True
+        except OSError:
+            return False
+
+    def server_time(self) -> float:
+        """The SFTP server's clock (the mtime of a probe file written now): file ages are
+        measured against it, so a worker whose clock is ahead never takes a file still growing."""
+        probe = self._path(".rpu-horloge")
+        self.sftp.putfo(io.BytesIO(b""), probe)
+        try:
+            return float(self.sftp.stat(probe).st_mtime)
+        finally:
+            self.sftp.remove(probe)
+
     def download(self, path: str, local: Path) -> None:
         self.sftp.get(self._path(path), str(local))
 
@@ -206,6 +224,7 @@ def run_ingest(
     listing: dict[str, InboxFile] = {}
     to_take: list[tuple[str, InboxFile]] = []
     clock = time.monotonic()
+    server_now = _server_time(inbox, now)
     for folder in inbox.folders():
         if folder not in registered:
             summary.unknown_folders.append(folder)
@@ -214,7 +233,7 @@ def run_ingest(
             if is_temporary_name(posixpath.basename(inbox_file.path)):
                 continue
             listing[inbox_file.path] = inbox_file
-            if _is_stable(inbox_file, previous.get(inbox_file.path), now(), settle_seconds):
+            if _is_stable(inbox_file, previous.get(inbox_file.path), server_now, settle_seconds):
                 to_take.append((folder, inbox_file))
             else:
                 summary.folder(folder).waiting += 1
@@ -224,9 +243,9 @@ def run_ingest(
         for folder, inbox_file, local in _downloaded(inbox, to_take, Path(workdir), summary):
             try:
                 _take(conn, inbox, region, folder, inbox_file, local, summary)
-            except (psycopg.OperationalError, OSError, EOFError, paramiko.SSHException):
-                raise  # the database or the SFTP server is gone: the task retries
             except Exception as error:  # one file must not stop the others
+                if _connection_lost(error) or not _alive(inbox):
+                    raise  # the database or the SFTP server is gone: the task retries
                 # The file stays in depot/ and is tried again next run; the operator is
                 # alerted at the end of this run. No content of the file is logged.
                 log.error("%s : échec inattendu (%s), fichier laissé dans depot/", inbox_file.path,
@@ -240,6 +259,30 @@ def run_ingest(
     _tell_oru(conn, region, summary, notify)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _server_time(inbox, now: Callable[[], float]) -> float:
+    if hasattr(inbox, "server_time"):
+        try:
+            return inbox.server_time()
+        except OSError as error:
+            if _connection_lost(error) or not _alive(inbox):
+                raise
+            log.warning("Horloge du serveur SFTP illisible (%s) : horloge locale utilisée", type(error).__name__)
+    return now()
+
+
+def _connection_lost(error: BaseException) -> bool:
+    """The database or the SFTP connection is gone (the run stops, the task retries), as
+    opposed to a problem with one path (permissions, a folder that is a file, a file removed
+    meanwhile) that must not block the other establishments."""
+    return isinstance(error, psycopg.OperationalError | EOFError | paramiko.SSHException | ConnectionError
+                      | TimeoutError)
+
+
+def _alive(inbox) -> bool:
+    alive = getattr(inbox, "alive", None)
+    return alive() if alive else True
 
 
 def _is_stable(inbox_file: InboxFile, previous: tuple[int, int] | None, now: float, settle_seconds: int) -> bool:
@@ -288,8 +331,6 @@ def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, local
     name = posixpath.basename(inbox_file.path)
     clock = time.monotonic()
     extra = _sender_check(region, folder, local)
-    if extra:
-        summary.sender_mismatches.append(f"{folder}/{DEPOT}/{name} : FINESS d'en-tête {extra[0].value}")
     try:
         result = load_file(conn, local, sender=folder, name=name, extra_findings=extra)
     except BaseException:
@@ -307,6 +348,8 @@ def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, local
         inbox.write_text(target + REPORT_SUFFIX, report)
     inbox.move(inbox_file.path, target)
     summary.timings["archive"] += time.monotonic() - clock
+    if extra and result.status == "rejected":
+        summary.sender_mismatches.append(f"{folder}/{DEPOT}/{name} : FINESS d'en-tête {extra[0].value}")
     folder_summary = summary.folder(folder)
     setattr(folder_summary, result.status, getattr(folder_summary, result.status) + 1)
     folder_summary.visits_loaded += result.loaded_records
@@ -356,15 +399,15 @@ def _remember_listing(conn, listing: dict[str, InboxFile]) -> None:
 
 
 def _tell_oru(conn, region: Region, summary: IngestSummary, notify: Notify | None) -> None:
-    """Sender mismatches every time; a folder no establishment owns, once."""
-    new_unknown = []
+    """Sender mismatches every time; a folder no establishment owns, once (marked only after
+    the e-mail went, so a failed e-mail is sent again next run)."""
     with conn.transaction():
         for folder in summary.unknown_folders:
-            row = conn.execute(
-                "INSERT INTO inbox_unknown_folder (folder) VALUES (%s) ON CONFLICT (folder) DO NOTHING RETURNING folder",
-                (folder,)).fetchone()
-            if row:
-                new_unknown.append(folder)
+            conn.execute("INSERT INTO inbox_unknown_folder (folder) VALUES (%s) ON CONFLICT (folder) DO NOTHING",
+                         (folder,))
+        new_unknown = [row[0] for row in conn.execute(
+            "SELECT folder FROM inbox_unknown_folder WHERE notified_at IS NULL AND folder = ANY(%s) ORDER BY folder",
+            (summary.unknown_folders,))]
     if not (new_unknown or summary.sender_mismatches) or notify is None:
         return
     lines = []

@@ -13,7 +13,7 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -41,7 +41,9 @@ class LoadResult:
     received_file_id: int
     report: FileReport | None = None
     replaced_records: int = 0
-    same_as: int | None = None
+    same_as: int | None = None  # the journal row of the earlier file (duplicate of / superseded by)
+    same_as_name: str | None = None
+    same_as_at: datetime | None = None
     # Visits dated outside the file's period, on days another file already covers (not loaded).
     outside_period_dropped: int = 0
 
@@ -53,11 +55,12 @@ class LoadResult:
 
     @property
     def reason(self) -> str | None:
+        earlier = f"« {self.same_as_name} »" + (f" reçu le {self.same_as_at:%d/%m/%Y à %H:%M}" if self.same_as_at else "")
         if self.status == "duplicate":
-            return f"Fichier identique au fichier n°{self.same_as} déjà reçu : rien n'a changé."
+            return f"Fichier identique au fichier {earlier} (journal n°{self.same_as}) : rien n'a changé."
         if self.status == "superseded":
-            return (f"Extraction plus ancienne que celle du fichier n°{self.same_as}, déjà appliquée sur "
-                    "la même période : ce fichier n'a pas été appliqué.")
+            return (f"Extraction plus ancienne que celle du fichier {earlier} (journal n°{self.same_as}), déjà "
+                    "appliqué sur une période commune : ce fichier n'a pas été appliqué, rien n'a changé.")
         if self.status == "rejected" and self.report:
             return " ".join(f.message for f in self.report.file_findings)
         return None
@@ -86,14 +89,15 @@ def load_file(
     name = name or Path(path).name
     sha256, size = sha256_of(path)
     with conn.transaction():
-        same = conn.execute(query("find_same_file"), {"sha256": sha256}).fetchone()
+        # A file refused by the caller (SENDER_MISMATCH) is refused even if its bytes are known.
+        same = None if extra_findings else conn.execute(query("find_same_file"), {"sha256": sha256}).fetchone()
         if same:
             file_id = _open_journal(conn, name, sender, sha256, size, status="duplicate")
-            conn.execute(query("close_received_file"), _journal_row(file_id, "duplicate", same_as=same[0]))
-            return LoadResult(name, "duplicate", file_id, same_as=same[0])
+            conn.execute(query("close_duplicate"), {"id": file_id, "same_as": same[0]})
+            return LoadResult(name, "duplicate", file_id, same_as=same[0], same_as_name=same[1], same_as_at=same[2])
 
         file_id = _open_journal(conn, name, sender, sha256, size, status="loading")
-        status, same_as, replaced, outside_dropped = "loaded", None, 0, 0
+        status, same_as, same_as_name, same_as_at, replaced, outside_dropped = "loaded", None, None, None, 0, 0
         with tempfile.TemporaryFile() as findings_spool:
             with conn.transaction():  # a savepoint: the visits go only if the file is applied
                 report = _copy_visits(conn, path, name, file_id, findings_spool)
@@ -109,7 +113,7 @@ def load_file(
                 scope = _scope(report, file_id)
                 newer = conn.execute(query("find_newer_extract"), scope).fetchone()
                 if newer:
-                    status, same_as = "superseded", newer[0]
+                    status, same_as, same_as_name, same_as_at = "superseded", *newer
                     raise psycopg.Rollback()
                 replaced = conn.execute(query("replace_scope"), scope).rowcount
                 if report.rule_counts["ENTREE_OUTSIDE_PERIOD"]:
@@ -119,7 +123,7 @@ def load_file(
         if status == "rejected":
             _insert_findings(conn, file_id, report.file_findings)
         result = LoadResult(name, status, file_id, report, replaced_records=replaced, same_as=same_as,
-                            outside_period_dropped=outside_dropped)
+                            same_as_name=same_as_name, same_as_at=same_as_at, outside_period_dropped=outside_dropped)
         conn.execute(query("close_received_file"), _journal_row(file_id, status, report, result))
         return result
 

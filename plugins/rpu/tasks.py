@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from airflow.sdk.exceptions import AirflowSkipException
 
 from rpu import airflow_glue as glue
@@ -34,16 +35,31 @@ def ingest_task() -> dict:
         summary = run_ingest(conn, inbox, region, notify=glue.send_mail)
     for line in summary.lines():
         log.info("%s", line)
-    if summary.failed:
-        raise RuntimeError(f"{len(summary.failed)} fichier(s) en échec inattendu, laissés dans depot/ : "
-                           + ", ".join(summary.failed))
-    if summary.files_taken == 0:
+    if summary.files_taken == 0 and not summary.failed:
         raise AirflowSkipException("Rien de nouveau dans les dossiers depot/.")
     return summary.as_dict()
 
 
-def announce_task(summary: dict) -> int:
-    visits = summary["totals"]["visits_loaded"]
+def report_failures_task(summary: dict) -> None:
+    if summary["failed"]:
+        raise RuntimeError(f"{len(summary['failed'])} fichier(s) en échec inattendu, laissés dans depot/ : "
+                           + ", ".join(summary["failed"]))
+
+
+def announce_task() -> int:
+    """Visits loaded during this DAG run, retries and a run that failed half-way included (the
+    database is the record, not the last try's summary): downstream DAGs must hear of them."""
+    from airflow.sdk import get_current_context
+
+    started = get_current_context()["dag_run"].start_date
+    try:
+        with glue.database() as conn:
+            visits = conn.execute(
+                "SELECT coalesce(sum(loaded_records), 0) FROM received_file"
+                " WHERE status = 'loaded' AND processed_at >= %s", (started,)).fetchone()[0]
+    except psycopg.OperationalError as error:  # the failure of the run has already been alerted
+        raise AirflowSkipException(f"Base injoignable ({type(error).__name__}) : rien à annoncer.") from None
     if visits == 0:
         raise AirflowSkipException("Aucun passage chargé : pas de mise à jour de la table régionale.")
-    return visits
+    log.info("%s passages chargés pendant cette exécution", visits)
+    return int(visits)

@@ -1,6 +1,6 @@
 -- A loaded file of the same establishment, whose period overlaps this file's period, with a
 -- later extraction: this file is older news and must not overwrite it.
-SELECT id
+SELECT id, file_name, received_at
 FROM received_file
 WHERE status = 'loaded'
   AND finess = %(finess)s

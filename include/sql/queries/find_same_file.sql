@@ -1,5 +1,5 @@
 -- A file with the same bytes already applied (or found superseded): the new one is a duplicate.
-SELECT id
+SELECT id, file_name, received_at
 FROM received_file
 WHERE sha256 = %(sha256)s
   AND status IN ('loaded', 'superseded')
