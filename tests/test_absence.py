@@ -75,6 +75,7 @@ class Calendar:
     def __init__(self, conn, region, folder: Path):
         self.conn, self.region, self.folder = conn, region, folder
         self.mails: list[tuple[list[str], str, str]] = []
+        self.it_mails: list[tuple[list[str], str, str]] = []
 
     def send(self, finess: str, on: date, *, start: date | None = None, end: date | None = None,
              visits: float = 20, hour: int = 3, **kwargs) -> int:
@@ -96,8 +97,10 @@ class Calendar:
         return absence.run_monitor(self.conn, self.region, on, datetime.combine(on, time(10, 0), TZ), self.notify)
 
     def take_mails(self) -> list[tuple[list[str], str, str]]:
+        """The mails to the ARS and the ORU; the establishments' own copies are kept apart."""
         mails, self.mails = self.mails, []
-        return mails
+        self.it_mails += [m for m in mails if all(a.startswith("dsi-") for a in m[0])]
+        return [m for m in mails if not all(a.startswith("dsi-") for a in m[0])]
 
 
 @pytest.fixture
@@ -127,7 +130,9 @@ def test_a_three_day_silence_heals_by_itself(calendar, conn):
             (to, subject, body), = mails
             assert [w.finess for w, _ in result.silent] == [A]
             assert subject == f"[RPU TST] Veille du {day(n):%d/%m/%Y} : 1 établissement(s) sans fichier"
-            assert to == [ARS, f"ars-dt-{A}@example.org", f"dsi-{A}@example.org"]
+            assert to == [ARS, f"ars-dt-{A}@example.org"]
+            (it_to, _, it_body), = calendar.it_mails[-1:]
+            assert it_to == [f"dsi-{A}@example.org"] and B not in it_body
             assert f"CH de Alpha (FINESS {A}, ORDRE 0, en production) : aucun fichier chargé depuis le 04/03/2026" in body
             assert f"({n - 1} jour{'s' if n > 2 else ''} sans fichier)" in body
             assert "Que faire" in body and "<FINESS>/depot/" in body
@@ -226,7 +231,8 @@ def test_a_collapsing_flow_is_warned_once(calendar, conn):
     assert "1 flux en forte baisse" in subject
     assert "FLUX EN FORTE BAISSE" in body and f"CH de Alpha (FINESS {A}" in body
     assert f"{warning.visits} passages le dimanche 01/03/2026, contre {warning.usual:g} habituellement" in body
-    assert f"dsi-{A}@example.org" in to and f"dsi-{B}@example.org" not in to
+    assert not any(a.startswith("dsi-") for a in to)
+    assert [m[0] for m in calendar.it_mails[-1:]] == [[f"dsi-{A}@example.org"]]
     calendar.monitor(day(0))
     assert calendar.take_mails() == []
     assert conn.execute("SELECT count(*) FROM flow_warning WHERE alerted_at IS NOT NULL").fetchone() == (1,)
@@ -276,9 +282,13 @@ def test_the_monitor_dag_emails_the_ars_and_the_oru(airflow_db, db_url, calendar
     dag_run = dag.test(logical_date=datetime.combine(day(6), time(10), TZ))
     states = {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
     assert dag_run.state == "success", states
-    alert = mailbox.wait_for(lambda m: m["Subject"].startswith("[RPU TST] Veille du 08/03/2026"), timeout=10)
-    assert ARS in alert["X-RcptTo"] and f"dsi-{A}@example.org" in alert["X-RcptTo"]
+    alert = mailbox.wait_for(lambda m: m["Subject"].startswith("[RPU TST] Veille du 08/03/2026 : "), timeout=10)
+    assert ARS in alert["X-RcptTo"] and "dsi-" not in alert["X-RcptTo"]
     assert f"CH de Alpha (FINESS {A}" in alert.get_content()
+    # The establishment's IT gets its own copy, naming no other establishment.
+    own = mailbox.wait_for(lambda m: m["Subject"] == "[RPU TST] Veille du 08/03/2026 : CH de Alpha", timeout=10)
+    assert own["X-RcptTo"] == f"dsi-{A}@example.org"
+    assert f"CH de Alpha (FINESS {A}" in own.get_content() and "FINESS " + B not in own.get_content()
     digest = mailbox.wait_for(lambda m: m["Subject"].startswith("[RPU TST] Bilan quotidien du 08/03/2026"), timeout=10)
     assert OPERATOR in digest["X-RcptTo"]
     assert f"Clinique Gamma (FINESS {C}, ORDRE 0) : 7 jours corrects consécutifs" in digest.get_content()

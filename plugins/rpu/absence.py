@@ -356,9 +356,13 @@ def close_replayed(conn: psycopg.Connection, now: datetime) -> list[tuple]:
 
 # --- the e-mails -----------------------------------------------------------------------------
 
-def _recipients(region: Region, establishments: Iterable[Watched]) -> list[str]:
+def _recipients(region: Region, establishments: Iterable[Watched], *, with_it: bool = False) -> list[str]:
+    """The ARS: the region's addresses and the ARS contacts of the establishments named; their
+    IT contacts too for a message about one establishment only (``with_it``)."""
+    establishments = list(establishments)
     out: list[str] = []
-    for address in list(region.ars_emails) + [a for e in establishments for a in (*e.ars_contacts, *e.it_contacts)]:
+    it = [a for e in establishments for a in e.it_contacts] if with_it else []
+    for address in list(region.ars_emails) + [a for e in establishments for a in e.ars_contacts] + it:
         if address not in out:
             out.append(address)
     return out
@@ -383,12 +387,20 @@ def _send_alert(conn, region: Region, result: MonitorResult, now: datetime, noti
     healed_named = [(by_key.get((e.finess, e.ordre)), e) for e in healed]
     named = [w for w, _ in result.silent] + [w for w, _ in warnings if w] + [w for w, _ in healed_named if w]
     to = _recipients(region, named)
-    if not to:
+    it_copies = {(w.finess, w.ordre): w for w in named if w.it_contacts}
+    if not (to or it_copies):
         log.warning("Veille du %s : aucun destinataire (ni ars_emails ni contacts) : e-mail non envoyé.", result.today)
         return False
     subject = (f"[RPU {region.code}] Veille du {fr(result.today)} : {len(result.silent)} établissement(s) sans fichier"
                + (f", {len(warnings)} flux en forte baisse" if warnings else ""))
-    notify(to, subject, alert_text(region, result.today, now, result.silent, warnings, healed_named))
+    if to:
+        notify(to, subject, alert_text(region, result.today, now, result.silent, warnings, healed_named))
+    # Each establishment's IT gets its own lines only: hospitals never see each other's.
+    for key, establishment in it_copies.items():
+        def own(pairs, key=key):
+            return [(w, item) for w, item in pairs if w and (w.finess, w.ordre) == key]
+        notify(list(establishment.it_contacts), f"[RPU {region.code}] Veille du {fr(result.today)} : {establishment.name}",
+               alert_text(region, result.today, now, own(result.silent), own(warnings), own(healed_named)))
     with _transaction(conn):
         alerted = conn.execute("UPDATE absence_day SET alerted_at = %s WHERE alerted_at IS NULL AND day <= %s"
                                " RETURNING episode_id", (now, result.today)).fetchall()
@@ -452,7 +464,7 @@ def _send_replay_needed(conn, region: Region, now: datetime, notify: Notify) -> 
         if episode.end_notified_at is not None:
             continue
         establishment = by_key.get((episode.finess, episode.ordre))
-        to = _recipients(region, [establishment] if establishment else [])
+        to = _recipients(region, [establishment] if establishment else [], with_it=True)
         if not to:
             continue
         name = establishment.name if establishment else f"FINESS {episode.finess}"
