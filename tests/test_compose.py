@@ -131,7 +131,9 @@ def test_secrets_come_only_from_the_env_file(compose, services):
 def test_region_config_read_only_and_exports_on_a_volume(compose, services):
     for name in TASK_RUNNERS:
         volumes = services[name]["volumes"]
-        assert any(v.endswith(f":{CONTAINER_REGION_DIR}:ro") and v.startswith("${RPU_REGION_DIR:?") for v in volumes)
+        # Read-only everywhere but in the scheduler, where `rpu establishments promote` runs.
+        mode = "" if name == "airflow-scheduler" else ":ro"
+        assert any(v.endswith(f":{CONTAINER_REGION_DIR}{mode}") and v.startswith("${RPU_REGION_DIR:?") for v in volumes)
         assert f"exports:{CONTAINER_EXPORTS_DIR}" in volumes
         assert _env(services[name])["RPU_REGION_CONFIG"] == f"{CONTAINER_REGION_DIR}/region.toml"
     assert set(compose["volumes"]) == {"postgres-data", "sftp-data", "exports", "airflow-logs"}
@@ -219,7 +221,9 @@ def test_compose_config_is_valid_with_a_region_made_by_rpu_region_init(docker_co
     env = _read_env_file(target / ".env")
     assert scheduler["environment"]["AIRFLOW_CONN_RPU_DB"] == env["AIRFLOW_CONN_RPU_DB"]
     assert scheduler["environment"]["AIRFLOW__CORE__FERNET_KEY"] == env["AIRFLOW_FERNET_KEY"]
-    assert f"{target}:{CONTAINER_REGION_DIR}:ro" in scheduler["volumes"]
+    assert f"{target}:{CONTAINER_REGION_DIR}:rw" in scheduler["volumes"]
+    triggerer = resolved["services"]["airflow-triggerer"]
+    assert f"{target}:{CONTAINER_REGION_DIR}:ro" in triggerer["volumes"]
     assert resolved["services"]["sftp"]["environment"]["SFTP_HOST_KEY"] == env["SFTP_HOST_KEY"]
 
 

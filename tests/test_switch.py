@@ -174,3 +174,16 @@ def test_sync_reports_changes(db_url, region_path, capsys):
     region_path.write_text("[region]\ncode = \"X\"\n")
     assert rpu("establishments", "sync") == 1
     assert "manquant" in capsys.readouterr().err
+
+
+def test_the_region_file_cannot_bypass_the_seven_days(conn, region_path):
+    """Writing status = "live" by hand for a parallel establishment is refused by sync until it
+    has its 7 correct days (only `promote --force --reason` overrides, and is recorded)."""
+    from rpu import switch
+
+    region_config.set_establishment_status(region_path, P, 0, "live")
+    refused: list[str] = []
+    registry.sync(conn, region_config.load(region_path), author="test", refused=refused,
+                  may_go_live=lambda f, o: switch.streak(conn, f, o, TODAY).eligible)
+    status = conn.execute("SELECT status FROM establishment WHERE finess = %s", (P,)).fetchone()[0]
+    assert status == "parallel" and len(refused) == 1 and "refusé" in refused[0]

@@ -73,17 +73,22 @@ def _refused(message: str) -> int:
 
 
 def cmd_sync(args) -> int:
-    from rpu import registry, store
+    from rpu import registry, store, switch
     from rpu.region import RegionConfigError
 
     try:
         region = _load_region(args)
     except RegionConfigError as error:
         return _refused(str(error))
+    today = datetime.now(ZoneInfo(region.timezone)).date()
+    refused: list[str] = []
     with store.connect(args.database) as conn:
-        changes = registry.sync(conn, region, author=args.author)
+        changes = registry.sync(conn, region, author=args.author, refused=refused,
+                                may_go_live=lambda f, o: switch.streak(conn, f, o, today, region.timezone).eligible)
     for change in changes:
         print(f"statut : {change}")
+    for message in refused:
+        print(f"refusé : {message}")
     print(f"{len(region.establishments)} établissement(s) déclaré(s), {len(changes)} changement(s) de statut.")
     return EXIT_OK
 

@@ -7,12 +7,16 @@ live, and who decided it" always has an answer.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
 
 from rpu.region import EstablishmentConfig, Region
 from rpu.store import query
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,18 +31,32 @@ class StatusChange:
         return f"{self.finess}/{self.ordre} : {old} → {self.new_status}"
 
 
-def sync(conn: psycopg.Connection, region: Region, author: str) -> list[StatusChange]:
+def sync(conn: psycopg.Connection, region: Region, author: str,
+         may_go_live: Callable[[str, int], bool] | None = None, refused: list[str] | None = None) -> list[StatusChange]:
     """Insert or update every declared establishment; an establishment the configuration no
-    longer declares becomes ``inactive`` (never deleted: its history stays)."""
+    longer declares becomes ``inactive`` (never deleted: its history stays).
+
+    ``may_go_live(finess, ordre)`` guards the switch from ``parallel`` to ``live`` written in
+    the file by hand: refused (and listed in ``refused``) until the establishment has its 7
+    correct days, so that the file cannot bypass ``rpu establishments promote``."""
     changes: list[StatusChange] = []
     with conn.transaction():
         current = {(row[0], row[1]): row[2] for row in conn.execute("SELECT finess, ordre, status FROM establishment")}
         for establishment in region.establishments:
             old = current.pop(establishment.key, None)
-            conn.execute(query("upsert_establishment"), _row(establishment))
-            if old != establishment.status:
+            row = _row(establishment)
+            if old == "parallel" and establishment.status == "live" and may_go_live \
+                    and not may_go_live(establishment.finess, establishment.ordre):
+                row["status"] = "parallel"
+                message = (f"{establishment.finess}/{establishment.ordre} : passage en production refusé (moins de "
+                           "7 jours corrects consécutifs) ; utilisez rpu establishments promote --force --reason")
+                log.warning("%s", message)
+                if refused is not None:
+                    refused.append(message)
+            conn.execute(query("upsert_establishment"), row)
+            if old != row["status"]:
                 changes.append(_record_change(conn, establishment.finess, establishment.ordre, old,
-                                              establishment.status, author, "configuration de la région"))
+                                              row["status"], author, "configuration de la région"))
         for (finess, ordre), old in current.items():
             if old != "inactive":
                 conn.execute("UPDATE establishment SET status = 'inactive', updated_at = now()"

@@ -4,12 +4,14 @@ the domain modules they call. Each function is what one ``@task`` runs."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import psycopg
 from airflow.sdk.exceptions import AirflowSkipException
 
 from rpu import airflow_glue as glue
-from rpu import registry
+from rpu import registry, switch
 from rpu.ingest import SftpInbox, run_ingest
 from rpu.store import migrate
 
@@ -22,10 +24,13 @@ def sync_registry_task() -> list[str]:
         conn.autocommit = True
         migrate(conn)  # a new version's migrations are applied before anything uses them
         conn.autocommit = False
-        changes = registry.sync(conn, region, author="rpu_ingest (configuration)")
+        today = datetime.now(ZoneInfo(region.timezone)).date()
+        refused: list[str] = []
+        changes = registry.sync(conn, region, author="rpu_ingest (configuration)", refused=refused,
+                                may_go_live=lambda f, o: switch.streak(conn, f, o, today, region.timezone).eligible)
     for change in changes:
         log.info("Statut : %s", change)
-    return [str(change) for change in changes]
+    return [str(change) for change in changes] + refused
 
 
 def ingest_task() -> dict:
