@@ -45,9 +45,9 @@ from datetime import datetime
 
 from airflow.sdk import CronTriggerTimetable, PokeReturnValue, dag, task
 
-from rpu.airflow_glue import default_args
+from rpu.airflow_glue import SCHEDULE_TIMEZONE, default_args
 
-TIMEZONE = "Europe/Paris"
+TIMEZONE = SCHEDULE_TIMEZONE
 
 
 def _run_day(logical_date, dag_run, tz: str):

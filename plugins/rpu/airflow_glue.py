@@ -7,6 +7,7 @@ the region file are read when a task runs).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -23,6 +24,11 @@ INVS_CONN_ID = "invs_outbox"
 ATIH_CONN_ID = "atih_syrius"
 ARS_CONN_ID = "ars_outbox"
 SMTP_CONN_ID = "smtp_default"
+
+# The region's local time, for the DAG schedules (05:30, 06:00, 10:00 are local times). Read
+# from the environment (the deployment's .env), never from a connection or the region file at
+# parse time; `rpu region check` verifies it matches [region] timezone. Overseas regions set it.
+SCHEDULE_TIMEZONE = os.environ.get("RPU_TIMEZONE", "Europe/Paris")
 
 # The regional RPU table: rpu_ingest updates it when it loads visits; downstream DAGs follow it.
 RPU_TABLE = Asset(name="rpu_regional_table", uri="rpu://regional-database/public/rpu")

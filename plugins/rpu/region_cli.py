@@ -770,6 +770,11 @@ def run_checks(region_path: Path | None, environment: dict[str, str], timeout: f
     inbox_folders: tuple[str, ...] = ()
     if region is not None:
         inbox_folders = tuple(sorted({f"{e.finess}/depot" for e in region.establishments if e.status != "inactive"}))
+        # The DAG schedules (05:30, 06:00, 10:00) are local times of RPU_TIMEZONE.
+        schedule_tz = environment.get("RPU_TIMEZONE", "Europe/Paris")
+        yield CheckResult(schedule_tz == region.timezone, "fuseau des horaires",
+                          f"RPU_TIMEZONE={schedule_tz}, [region] timezone={region.timezone}"
+                          + ("" if schedule_tz == region.timezone else " : mettez RPU_TIMEZONE dans le .env"))
     for conn_id in CONNECTION_IDS:
         value = environment.get(f"AIRFLOW_CONN_{conn_id.upper()}")
         yield check_connection(conn_id, value, timeout, folders=inbox_folders if conn_id == INBOX_CONN_ID else ())
