@@ -84,7 +84,8 @@ def main() -> None:
                         help="the naive baseline runs on a slice this size (it is far too slow on the whole)")
     args = parser.parse_args()
 
-    finess = demo_establishments(1)[0]["finess"]
+    # Two establishments: loading the slice must not replace the large file's visits.
+    finess, slice_finess = (e["finess"] for e in demo_establishments(2))
     end = date(2026, 12, 31)
     with tempfile.TemporaryDirectory(prefix="rpu-bench-") as workdir:
         workdir = Path(workdir)
@@ -93,7 +94,7 @@ def main() -> None:
         print(f"Generating {args.visits:,} visits ...", flush=True)
         written = write_oscour_file(big, finess, 0, end - timedelta(days=days - 1), end,
                                     visits_per_day=args.visits / days, seed=1)
-        write_oscour_file(small, finess, 0, end - timedelta(days=days - 1), end,
+        write_oscour_file(small, slice_finess, 0, end - timedelta(days=days - 1), end,
                           visits_per_day=args.baseline_visits / days, seed=2)
         size_mb = big.stat().st_size / 1e6
         name = f"rpu_bench_{uuid.uuid4().hex[:8]}"

@@ -230,7 +230,7 @@ class OscourReader:
             return FileRefused("TRUNCATED", f"Le fichier s'arrête à la ligne {error.lineno}.")
         if self.root is None and not _has_content(stream):
             return FileRefused("EMPTY_FILE")
-        return FileRefused("NOT_XML", f"Erreur à la ligne {error.lineno} : {message}.")
+        return FileRefused("NOT_XML", f"Première erreur à la ligne {error.lineno} (détail technique : {message}).")
 
 
 def _prolog_has_doctype(chunk: bytes) -> bool:

@@ -67,6 +67,9 @@ def format_report(report: FileReport, *, outcome: str | None = None) -> str:
         if hidden > 0:
             lines.append(f"    … et {hidden} autre(s).")
         lines.append("")
+    if report.findings_truncated:
+        lines.append(f"Note : seules les {len(report.findings)} premières anomalies sont détaillées ici ; les "
+                     "nombres ci-dessus sont complets.")
     if report.normalised_values:
         lines.append(f"Note : {report.normalised_values} code(s) reçus en minuscules, avec espaces ou avec un "
                      "point (CIM-10) ont été normalisés ; merci de corriger l'export à terme.")

@@ -85,10 +85,6 @@ _RULES = [
 RULES: dict[str, Rule] = {rule.code: rule for rule in _RULES}
 
 
-def rule(code: str) -> Rule:
-    return RULES[code]
-
-
 @dataclass(slots=True)
 class Finding:
     """One finding on a file (``record`` is None) or on one of its visits."""

@@ -71,10 +71,11 @@ def known_migrations() -> list[Migration]:
 
 
 def migrate(conn: psycopg.Connection) -> list[Migration]:
-    """Apply every migration not yet applied, each in its own transaction, and return them.
+    """Apply every migration not yet applied, in one transaction (all or none), and return them.
 
     Idempotent; refuses a database whose schema is newer than this code (a downgrade would
-    otherwise run old code on a schema it does not know)."""
+    otherwise run old code on a schema it does not know) and one whose applied migrations were
+    edited since (their checksum differs)."""
     migrations = known_migrations()
     applied_now = []
     with conn.transaction():
@@ -84,7 +85,7 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
             " version integer PRIMARY KEY, name text NOT NULL, checksum char(64) NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        applied = {row[0] for row in conn.execute("SELECT version FROM schema_migration")}
+        applied = dict(conn.execute("SELECT version, checksum FROM schema_migration").fetchall())
         newest_known = max((m.version for m in migrations), default=0)
         if applied and max(applied) > newest_known:
             raise StoreError(
@@ -93,6 +94,10 @@ def migrate(conn: psycopg.Connection) -> list[Migration]:
             )
         for migration in migrations:
             if migration.version in applied:
+                if applied[migration.version] != migration.checksum:
+                    raise StoreError(
+                        f"La migration {migration.path.name} a été modifiée après son application : une "
+                        "migration publiée ne se modifie pas, ajoutez-en une nouvelle.")
                 continue
             with conn.transaction():
                 conn.execute(migration.sql)
