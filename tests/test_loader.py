@@ -51,6 +51,11 @@ def test_migrate_is_idempotent_and_refuses_a_newer_database(conn):
     assert store.migrate(conn) == []
     version = store.schema_version(conn)
     assert version == max(m.version for m in store.known_migrations())
+    conn.execute("UPDATE schema_migration SET checksum = %s WHERE version = 1", ("f" * 64,))
+    conn.commit()
+    with pytest.raises(store.StoreError, match="modifiée après son application"):
+        store.migrate(conn)
+    conn.rollback()
     conn.execute("INSERT INTO schema_migration (version, name, checksum) VALUES (999, 'future', %s)", ("0" * 64,))
     conn.commit()
     with pytest.raises(store.StoreError, match="plus récent"):
