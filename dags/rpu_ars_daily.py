@@ -53,13 +53,13 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from rpu.airflow_glue import default_args
+from rpu.airflow_glue import SCHEDULE_TIMEZONE, default_args
 
 
 @dag(
     dag_id="rpu_ars_daily",
-    schedule=CronTriggerTimetable("0 6 * * *", timezone="Europe/Paris"),
-    start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Paris"),
+    schedule=CronTriggerTimetable("0 6 * * *", timezone=SCHEDULE_TIMEZONE),
+    start_date=pendulum.datetime(2026, 1, 1, tz=SCHEDULE_TIMEZONE),
     catchup=False,
     max_active_runs=1,
     default_args=default_args(),

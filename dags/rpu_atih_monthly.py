@@ -17,7 +17,9 @@ précédente) :
 3. `deliver` : dépose les envois en attente : protocole Syrius en deux temps (contrôle `check=1`, puis
    dépôt `check=0` seulement si la réponse est OK ; connexion `atih_syrius`, hôte/chemin/identifiant/mot
    de passe e-PMSI), ou dépôt SFTP si la région a `[atih] delivery = "sftp"` (même connexion, de type
-   sftp). Un envoi n'est `sent` que sur la réponse OK de l'ATIH ;
+   sftp). Un envoi n'est `sent` que sur la réponse OK de l'ATIH. Les zips locaux des envois acceptés
+   depuis plus de 7 jours (ou annulés) sont ensuite supprimés ; le journal des envois les décrit
+   toujours ;
 4. `reconcile` : écrit dans `<exports_dir>/rapprochement_atih/` le rapprochement
    (`atih_rapprochement_<aaaa>-<mm>.csv` : par établissement et par mois, dernier fichier, statut,
    réponse du serveur, RPU cumulés et RPU du mois) et la vue de l'année
@@ -37,8 +39,10 @@ doit être terminé.
   l'e-mail. Nombre de RPU ou schéma refusé : corrigez la cause puis relancez le mois. Identifiants
   refusés : corrigez la connexion `atih_syrius` puis *Clear* de `deliver` (le fichier n'est pas
   reconstruit).
-- **Serveur injoignable** : la tâche réessaie puis échoue (e-mail à l'ORU) ; les envois restent en
-  attente et repartent à l'exécution suivante (chaque jour à partir de `atih_day`) ou par *Clear*.
+- **Serveur injoignable** : chaque envoi en attente est noté en échec avec la cause (colonne
+  `reponse_serveur` du rapprochement) ; la tâche réessaie puis échoue (e-mail à l'ORU) ; les envois
+  restent en attente et repartent à l'exécution suivante (chaque jour à partir de `atih_day`) ou par
+  *Clear*.
 - **Pas de table CP → CODEGEO** : renseignez `[paths] codegeo_csv` dans le fichier de la région.
 - `reconcile` échoue tant qu'un établissement `live` du mois n'est pas accepté par l'ATIH : le
   message dit lequel.
@@ -50,7 +54,7 @@ from datetime import datetime
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from rpu.airflow_glue import default_args
+from rpu.airflow_glue import SCHEDULE_TIMEZONE, default_args
 
 
 @dag(
@@ -58,7 +62,7 @@ from rpu.airflow_glue import default_args
     # Daily, and the first task skips before the region's atih_day: the region file (where
     # atih_day lives) is read when a task runs, never when the DAG file is parsed. Running every
     # day from atih_day on also catches up a month that could not be sent on the day.
-    schedule=CronTriggerTimetable("0 6 * * *", timezone="Europe/Paris"),
+    schedule=CronTriggerTimetable("0 6 * * *", timezone=SCHEDULE_TIMEZONE),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

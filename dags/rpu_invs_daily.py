@@ -13,7 +13,12 @@
 2. `deliver` : dépose sur le SFTP de Santé publique France (connexion `invs_outbox`, dossier = extra
    `path`) **tous** les envois en attente (construits ou en échec, y compris ceux des jours
    précédents et les reprises), sous un nom temporaire puis renommé. Un envoi n'est marqué `sent`
-   qu'une fois le fichier complet renommé chez le destinataire.
+   qu'une fois le fichier complet renommé chez le destinataire ; un même envoi n'est jamais déposé
+   deux fois, même quand une reprise (`rpu_invs_replay`) part au même moment. `deliver` s'exécute
+   **même si `build_sends` a échoué** : les envois en attente des jours précédents partent quand même
+   (la tâche finit alors en échec pour signaler la construction manquée). Enfin, les copies locales
+   (`envois/invs/` et `envois/invs/reprises/`) des envois livrés depuis plus de 7 jours sont
+   supprimées ; le journal des envois les décrit toujours.
 
 Ne sont **jamais** envoyés : les établissements `onboarding`, `parallel` (l'ancien concentrateur les
 transmet encore), `inactive`, ni les fichiers chargés avant le passage en `live`. Relancer le DAG le
@@ -28,6 +33,8 @@ n'est pas reconstruit. `deliver` est **skipped** (gris) quand il n'y a rien à e
   déjà construits, sans les reconstruire. Vérifiez la connexion `invs_outbox`.
 - **Un établissement non construit** (erreur dans le journal de `build_sends`) : les autres partent
   quand même ; ses fichiers restent dus et seront portés par le fichier du lendemain.
+- **`build_sends` en échec** (base injoignable, disque plein…) : `deliver` envoie quand même les
+  envois déjà en attente, puis échoue ; rien n'est perdu, les fichiers reçus restent dus.
 - **Base régionale injoignable** : vérifiez la connexion `rpu_db`, puis *Clear* de la tâche.
 - Une interruption de plus de 7 jours ne se rattrape pas seule pour les jours non couverts par les
   fichiers reçus : l'ARS décide une reprise (`rpu_invs_replay`).
@@ -39,14 +46,14 @@ from datetime import datetime
 
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from rpu.airflow_glue import default_args
+from rpu.airflow_glue import SCHEDULE_TIMEZONE, default_args
 
 
 @dag(
     dag_id="rpu_invs_daily",
     # Fixed at 05:30 Europe/Paris (the region's schedule.invs_time documents it; the region file
     # is never read when a DAG file is parsed).
-    schedule=CronTriggerTimetable("30 5 * * *", timezone="Europe/Paris"),
+    schedule=CronTriggerTimetable("30 5 * * *", timezone=SCHEDULE_TIMEZONE),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -61,8 +68,9 @@ def rpu_invs_daily():
 
         return invs_build_task()
 
-    @task
-    def deliver(build: dict) -> dict:
+    # Runs when build_sends failed too: the pending sends of earlier days (and replays) still go.
+    @task(trigger_rule="all_done")
+    def deliver(build: dict | None = None) -> dict:
         from rpu.outbound_tasks import invs_deliver_task
 
         return invs_deliver_task(build)

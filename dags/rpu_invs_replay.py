@@ -50,9 +50,11 @@ Le même déclenchement en JSON (options avancées du formulaire, ou `airflow da
 #### En cas d'échec
 
 - **`deliver` en échec** (serveur de Santé publique France injoignable) : le fichier construit est
-  gardé et l'envoi reste au journal en « failed » ; la tâche réessaie, puis l'ORU reçoit un e-mail.
-  Relancer la tâche (*Clear*) renvoie **le même fichier**, sans le reconstruire ; l'envoi quotidien
-  (`rpu_invs_daily`) reprend aussi les envois en attente. Ne redéclenchez pas une nouvelle reprise.
+  gardé et l'envoi reste au journal en « failed », avec la cause (`send.remote_answer`) ; la tâche
+  réessaie, puis l'ORU reçoit un e-mail. Relancer la tâche (*Clear*) renvoie **le même fichier**, sans
+  le reconstruire ; l'envoi quotidien (`rpu_invs_daily`) reprend aussi les envois en attente. Un même
+  envoi n'est jamais déposé deux fois, même si les deux partent au même moment. Ne redéclenchez pas
+  une nouvelle reprise.
 - **`build_file` en échec** : base injoignable, ou données modifiées pendant la construction (un
   fichier chargé au même moment) ; relancez la tâche.
 """
@@ -156,19 +158,18 @@ def rpu_invs_replay():
 
         from rpu import airflow_glue as glue
         from rpu import replay
-        from rpu.invs import ensure_folder
-        from rpu.sends import SftpOutbox
 
         if built["dry_run"]:
             raise AirflowSkipException(f"Simulation : rien n'est envoyé ({built['visits']} passages). "
                                        "Relancez avec dry_run décoché pour l'envoi réel.")
-        folder = glue.sftp_base_path(glue.INVS_CONN_ID)
-        with glue.database() as conn, glue.sftp_session(glue.INVS_CONN_ID) as sftp:
-            if folder:
-                ensure_folder(sftp, folder)
-            send, closed = replay.deliver(conn, built["send_id"], SftpOutbox(sftp, folder), datetime.now(UTC))
+        with glue.database() as conn:
+            # The SFTP server down: the attempt is journaled (failed, with the cause), then the task fails.
+            send, closed = replay.deliver(conn, built["send_id"], lambda: glue.sftp_session(glue.INVS_CONN_ID),
+                                          glue.sftp_base_path(glue.INVS_CONN_ID), datetime.now(UTC),
+                                          server=glue.INVS_CONN_ID)
         if send.status != "sent":
-            raise RuntimeError(f"Envoi n°{send.id} non remis : {send.remote_answer}. Le fichier est gardé ; "
+            cause = send.remote_answer or "en cours de remise par une autre tâche (rpu_invs_daily)"
+            raise RuntimeError(f"Envoi n°{send.id} non remis : {cause}. Le fichier est gardé ; "
                                "un nouvel essai le renverra tel quel.")
         return {"send_id": send.id, "status": send.status, "remote_answer": send.remote_answer,
                 "episodes_closed": [row[0] for row in closed]}

@@ -190,7 +190,7 @@ def test_a_second_run_of_the_day_rebuilds_nothing_and_force_replaces_what_was_no
 
         # Delivered (or cancelled) more than 7 days ago: the local copies go, the journal stays.
         conn.execute("UPDATE send SET created_at = now() - interval '8 days' WHERE status IN ('sent', 'cancelled')")
-        assert ars_export.purge_local_copies(conn, ars_export.export_dir(region)) == 3
+        assert sends.purge_local_copies(conn, "ars", within=ars_export.export_dir(region)) == 3
         assert not any(Path(s.local_path).exists() for s in first.sends)
         assert all(Path(s.local_path).exists() for s in forced.sends)
 

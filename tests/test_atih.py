@@ -292,7 +292,7 @@ def test_month_file_is_cumulative_anonymised_and_counted_by_month(conn, region, 
     for forbidden in (b"<CP>", b"<COMMUNE>", b"<NAISSANCE>"):
         assert forbidden not in xml  # anonymised
     assert b"<CODEGEO>67" in xml
-    report = inspect_file(io.BytesIO(xml), "syrius.xml")
+    report = inspect_file(io.BytesIO(xml), "syrius.xml", roots=("SYRIUS",))
     assert report.records == year_visits and report.header.root == "SYRIUS"
 
     months = dict(conn.execute("SELECT month, visits FROM atih_send_month WHERE send_id = %s", (send.id,)).fetchall())
@@ -333,7 +333,7 @@ def test_rpu_build_syrius_command(conn, db, region, tmp_path, codegeo_csv, capsy
                               "--codegeo", str(codegeo_csv), "--database", db, "--output", str(out)])
     assert args.func(args) == 0
     with zipfile.ZipFile(out) as zipped:
-        report = inspect_file(io.BytesIO(zipped.read(zipped.namelist()[0])), "x.xml")
+        report = inspect_file(io.BytesIO(zipped.read(zipped.namelist()[0])), "x.xml", roots=("SYRIUS",))
     assert report.records == visits_in(conn, BRAVO, date(2026, 1, 1), date(2026, 11, 30)) > 0
     assert "RPU" in capsys.readouterr().out
     assert atih_sends(conn) == []  # a manual build journals nothing
@@ -449,3 +449,22 @@ def test_dag_sftp_drop(airflow_db, conn, tmp_path, monkeypatch, codegeo_csv, cle
     sent = atih_sends(conn)
     assert {s.status for s in sent} == {"sent"} and len(sent) == 2
     assert sorted(p.name for p in (clean_sftp.root / "atih").iterdir()) == sorted(s.file_name for s in sent)
+
+    # A week after their delivery, the local zips go (the next day's run builds nothing new); the journal stays.
+    assert all(Path(s.local_path).exists() for s in sent)
+    conn.execute("UPDATE send SET sent_at = now() - interval '8 days'")
+    run = _dag("rpu_atih_monthly").test(logical_date=datetime(2027, 1, 13, 5, 0, tzinfo=UTC))
+    assert states(run)["deliver"] == "skipped", states(run)
+    assert not any(Path(s.local_path).exists() for s in sent)
+    assert [(s.id, s.status) for s in atih_sends(conn)] == [(s.id, "sent") for s in sent]
+
+
+def test_reconciliation_csv_is_owner_only_even_over_a_leftover_part_file(tmp_path):
+    target = tmp_path / "atih_rapprochement_2026-03.csv"
+    leftover = tmp_path / f".{target.name}.part"
+    leftover.write_text("interrompu")
+    leftover.chmod(0o644)
+    atih._csv(target, ["finess", "ordre"], [["670780691", 0]])
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert target.read_bytes() == b"\xef\xbb\xbffiness;ordre\r\n670780691;0\r\n"
+    assert not leftover.exists()

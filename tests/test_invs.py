@@ -247,6 +247,7 @@ def test_dag_parses_with_its_doc_schedule_and_alerting():
     assert "Santé publique France" in dag.doc_md and "En cas d'échec" in dag.doc_md
     assert dag.max_active_runs == 1 and {"rpu", "invs"} <= set(dag.tags)
     assert [t.task_id for t in dag.topological_sort()] == ["build_sends", "deliver"]
+    assert dag.task_dict["deliver"].trigger_rule == "all_done"  # earlier days' sends go even if the build fails
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("30 5 * * *", "Europe/Paris")
     assert all(t.on_failure_callback for t in dag.tasks)
 
@@ -290,4 +291,34 @@ def test_dag_run_destination_down_then_back_sends_exactly_once(airflow_db, conn,
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states["deliver"] == TaskInstanceState.SKIPPED
     assert len(invs_sends(conn)) == 1 and len(list(clean_sftp.root.iterdir())) == 1
-    assert (Path(os.environ["RPU_REGION_CONFIG"]).parent / "exports" / "envois" / "invs" / send.file_name).exists()
+    local_copy = Path(os.environ["RPU_REGION_CONFIG"]).parent / "exports" / "envois" / "invs" / send.file_name
+    assert local_copy.exists()
+
+    # A week after its delivery, the local copy of the non-anonymised file goes; the journal stays.
+    conn.execute("UPDATE send SET sent_at = now() - interval '8 days'")
+    run = dag.test(logical_date=datetime(2026, 3, 8, 6, 0, tzinfo=UTC))
+    assert run.state == DagRunState.SUCCESS
+    assert not local_copy.exists()
+    assert [(s.id, s.status) for s in invs_sends(conn)] == [(send.id, "sent")]
+
+
+def test_dag_delivers_earlier_pending_sends_when_build_sends_fails(airflow_db, conn, region, tmp_path, clean_sftp,
+                                                                   mailbox):
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    registry.sync(conn, region, author="test")
+    load(conn, tmp_path, LIVE, date(2026, 3, 1), date(2026, 3, 7))
+    [earlier] = invs.build_daily(conn, tmp_path / "earlier", now=datetime(2026, 3, 8, 5, 30)).built  # not delivered
+    region.outbox_dir(invs.DESTINATION).parent.mkdir(parents=True)
+    region.outbox_dir(invs.DESTINATION).write_text("")  # a file where the outbox folder should be
+    dag = _dag("rpu_invs_daily")
+    for task in dag.tasks:
+        task.retries = 0
+
+    run = dag.test(logical_date=datetime(2026, 3, 9, 4, 30, tzinfo=UTC))
+    assert run.state == DagRunState.FAILED
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"build_sends": TaskInstanceState.FAILED, "deliver": TaskInstanceState.FAILED}
+    [send] = invs_sends(conn)
+    assert (send.id, send.status, send.attempts) == (earlier.id, "sent", 1)
+    assert [p.name for p in clean_sftp.root.iterdir()] == [earlier.file_name]

@@ -133,6 +133,8 @@ HOSTILE = {
     "empty": (b"", "EMPTY_FILE"),
     "blank": (b"  \n\n ", "EMPTY_FILE"),
     "wrong_root": (b"<html><body>404</body></html>", "WRONG_ROOT"),
+    "syrius_sent_as_oscour": (b"<SYRIUS><ETABLISSEMENT><FINESS>670780691</FINESS></ETABLISSEMENT></SYRIUS>",
+                              "WRONG_ROOT"),
     # Records under another name would be an empty period (erasing it); thousands would pile up.
     "records_misnamed": (_HEADER + b"<PASSAGES><Patient><ENTREE>01/11/2026 10:00</ENTREE></Patient></PASSAGES></OSCOUR>",
                          "UNKNOWN_ELEMENT"),

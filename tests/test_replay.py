@@ -244,6 +244,38 @@ def test_the_replay_dag_dry_run_then_for_real(airflow_db, replay_needed, conn, c
     assert (episode.state, episode.replay_send_id) == ("replayed", send_id) and episode.closed_at is not None
 
 
+def test_the_replay_dag_with_the_server_down_journals_the_failed_attempt(airflow_db, replay_needed, conn, clean_sftp,
+                                                                         replay_dag):
+    from rpu import sends
+
+    clean_sftp.stop()
+    try:
+        dag_run = run(replay_dag, **CONF, dry_run=False)
+    finally:
+        clean_sftp.start()
+    assert dag_run.state == "failed"
+    assert states(dag_run) == {"check_request": "success", "build_file": "success", "deliver": "failed"}
+    (send_id, status, attempts, answer), = conn.execute(
+        "SELECT id, status, attempts, remote_answer FROM send").fetchall()
+    conn.commit()
+    assert (status, attempts) == ("failed", 1)
+    assert answer.startswith("serveur SFTP invs_outbox injoignable : ")
+    assert list(clean_sftp.root.iterdir()) == []
+    assert absence.episodes(conn, finess=A)[0].state == "replay_needed"
+
+    # The server is back: the same file goes (a Clear of deliver), and the episode is closed.
+    def session():
+        from airflow.providers.sftp.hooks.sftp import SFTPHook
+
+        return SFTPHook(ssh_conn_id="invs_outbox", conn_retry_attempts=1).get_managed_conn()
+
+    send, closed = replay.deliver(conn, send_id, session, "", datetime.now(TZ))
+    assert (send.status, send.attempts) == ("sent", 2)
+    assert [row[0] for row in closed] == [replay_needed.id]
+    assert [p.name for p in clean_sftp.root.iterdir()] == [send.file_name]
+    assert sends.attempt(conn, send, lambda s: pytest.fail("sent twice")) is None
+
+
 def test_a_refused_request_fails_the_first_task(airflow_db, conn, replay_needed, replay_dag, capsys):
     dag_run = run(replay_dag, **(CONF | {"finess": UNKNOWN}))
     assert dag_run.state == "failed"

@@ -15,10 +15,9 @@ from __future__ import annotations
 import contextlib
 import html
 import logging
-import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -41,7 +40,6 @@ KIND = "daily"
 BATCH_ROWS = 50_000  # rows per Parquet row group
 FETCH_ROWS = 10_000  # rows per fetch from the server-side cursor (Python objects alive at once)
 ACTIVITY_WEEKS = 8
-KEEP_LOCAL_DAYS = 7  # local copies of delivered exports are removed after this many days
 UTF8_BOM = b"\xef\xbb\xbf"
 
 # The CSV header (French): the order of ars_export_csv.sql and ars_export_rows.sql.
@@ -123,22 +121,10 @@ def export_dir(region: Region) -> Path:
 
 # --- writing the files ---------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _private_file(path: Path) -> Iterator:
+def _private_file(path: Path):
     """A file readable by its owner alone, written under a temporary name and renamed when
     complete (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # also when a stale .part already existed with other permissions
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as out:
-            yield out
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    sends.owner_only(path)
+    return sends.private_file(path, "wb", buffering=1 << 20)
 
 
 def _params(period: ExportPeriod, statuses) -> dict:
@@ -296,46 +282,13 @@ def export_daily(conn: psycopg.Connection, region: Region, export_day: date, out
     return ExportOutcome(export_day, built=True, sends=journaled, cancelled=cancelled)
 
 
-def _unreachable(error: BaseException) -> sends.Deliver:
-    def deliver(send: sends.Send) -> str:
-        raise sends.DeliveryError(f"Serveur SFTP de l'ARS injoignable : {type(error).__name__}: {error}")
-    return deliver
-
-
 def deliver(conn: psycopg.Connection, open_session: Callable[[], contextlib.AbstractContextManager],
-            folder: str = "") -> list[sends.Send]:
+            folder: str = "", *, server: str = "de l'ARS") -> list[sends.Send]:
     """(Re)try every pending ARS send over one SFTP session. When the server cannot be reached
-    at all, every pending send is journaled ``failed`` with the cause (never left silent)."""
+    at all, every pending send is journaled ``failed`` with the cause (never left silent) and
+    :class:`rpu.sends.ServerUnreachable` is raised."""
     _require_autocommit(conn)
-    if not sends.pending(conn, DESTINATION):
-        return []
-    with contextlib.ExitStack() as stack:
-        try:
-            outbox: sends.Deliver = sends.SftpOutbox(stack.enter_context(open_session()), folder)
-        except Exception as error:  # connection refused, authentication, host key...
-            log.warning("Connexion SFTP à l'ARS impossible : %s", error)
-            outbox = _unreachable(error)
-        return sends.deliver_pending(conn, DESTINATION, outbox)
-
-
-def purge_local_copies(conn: psycopg.Connection, out_dir: Path, keep_days: int = KEEP_LOCAL_DAYS) -> int:
-    """Remove the local copies of ARS exports delivered (or cancelled) more than ``keep_days``
-    ago: a full-year file a day would otherwise fill the disk with health data. Only files under
-    ``out_dir`` are touched; the journal rows stay."""
-    root = out_dir.resolve()
-    removed = 0
-    rows = conn.execute(
-        "SELECT local_path FROM send WHERE destination = %s AND status IN ('sent', 'cancelled')"
-        " AND created_at < now() - make_interval(days => %s)", (DESTINATION, keep_days)).fetchall()
-    for (local_path,) in rows:
-        path = Path(local_path).resolve()
-        if root not in path.parents or not path.is_file():
-            continue
-        path.unlink()
-        removed += 1
-        with contextlib.suppress(OSError):  # the build folder, once empty
-            path.parent.rmdir()
-    return removed
+    return sends.deliver_pending_over(conn, DESTINATION, open_session, folder, server=server)
 
 
 # --- the HTML report ------------------------------------------------------------------------------

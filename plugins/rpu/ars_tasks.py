@@ -11,7 +11,7 @@ from airflow.sdk import get_current_context
 from airflow.sdk.exceptions import AirflowSkipException
 
 from rpu import airflow_glue as glue
-from rpu import ars_export
+from rpu import ars_export, sends
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,11 @@ def deliver_task() -> dict:
     region = glue.region()
     with glue.database() as conn:
         conn.autocommit = True
-        results = ars_export.deliver(conn, lambda: glue.sftp_session(glue.ARS_CONN_ID),
-                                     glue.sftp_base_path(glue.ARS_CONN_ID))
-        purged = ars_export.purge_local_copies(conn, ars_export.export_dir(region))
+        try:  # the SFTP server down: every pending send journaled failed, then the task fails
+            results = ars_export.deliver(conn, lambda: glue.sftp_session(glue.ARS_CONN_ID),
+                                         glue.sftp_base_path(glue.ARS_CONN_ID), server=glue.ARS_CONN_ID)
+        finally:
+            purged = sends.purge_local_copies(conn, ars_export.DESTINATION, within=ars_export.export_dir(region))
     for send in results:
         log.info("Envoi n°%s %s : %s (tentative %s) — %s", send.id, send.file_name, send.status, send.attempts,
                  send.remote_answer)

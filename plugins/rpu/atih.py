@@ -349,13 +349,11 @@ def year_view(conn: psycopg.Connection, year: int) -> list[dict]:
 
 
 def _csv(path: Path, header: list[str], rows: list[list]) -> None:
-    temporary = path.with_name(f".{path.name}.part")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8-sig", newline="") as stream:
+    """``;``-separated, UTF-8 with BOM, owner-only, written under a temporary name then renamed."""
+    with sends.private_file(path, "w", encoding="utf-8-sig", newline="") as stream:
         writer = csv.writer(stream, delimiter=";", lineterminator="\r\n")
         writer.writerow(header)
         writer.writerows(rows)
-    os.replace(temporary, path)
 
 
 def _when(value: datetime | None, timezone: str) -> str:

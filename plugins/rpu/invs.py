@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import posixpath
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -78,14 +77,12 @@ def build_oscour(conn: psycopg.Connection, finess: str, ordre: int, start: date,
     header = Header("OSCOUR", finess, ordre, extract or local_now(), start, end)
     target = Path(out_path)
     temporary = target.with_name(f".{target.name}.part")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         visits = visits_for(conn, finess, ordre, start, end)
-        with os.fdopen(fd, "wb", buffering=1 << 20) as stream, closing(visits):
+        with closing(visits), sends.open_owner_only(temporary, "wb", buffering=1 << 20) as stream:
             count = write_oscour(stream, header, visits)
             stream.flush()
             os.fsync(stream.fileno())
-        sends.owner_only(temporary)
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -156,16 +153,8 @@ def deliver(conn: psycopg.Connection, sftp, folder: str = "") -> list[sends.Send
     """Deliver every pending invs send (built or failed, oldest first) to Santé publique
     France's SFTP folder (temporary name, then rename); return them in their new state."""
     if folder:
-        ensure_folder(sftp, folder)
+        sends.ensure_folder(sftp, folder)
     return sends.deliver_pending(conn, DESTINATION, sends.SftpOutbox(sftp, folder))
 
 
-def ensure_folder(sftp, folder: str) -> None:
-    """Create ``folder`` (and its parents) on the SFTP server when missing."""
-    path = ""
-    for part in folder.strip("/").split("/"):
-        path = posixpath.join(path, part) if path else ("/" + part if folder.startswith("/") else part)
-        try:
-            sftp.stat(path)
-        except FileNotFoundError:
-            sftp.mkdir(path)
+ensure_folder = sends.ensure_folder  # create an SFTP folder (and its parents) when missing

@@ -17,7 +17,8 @@ from typing import BinaryIO
 
 from lxml import etree
 
-ROOTS = ("OSCOUR", "SYRIUS")
+OSCOUR_ROOT, SYRIUS_ROOT = "OSCOUR", "SYRIUS"
+ROOTS = (OSCOUR_ROOT, SYRIUS_ROOT)  # the envelopes this reader knows; files received must be OSCOUR
 HEADER_TAG = "ETABLISSEMENT"
 RECORD_TAG = "PATIENT"
 _CHUNK = 1 << 16
@@ -108,8 +109,9 @@ class OscourReader:
     document, and for a header placed after the records.
     """
 
-    def __init__(self, source: str | os.PathLike | BinaryIO):
+    def __init__(self, source: str | os.PathLike | BinaryIO, roots: tuple[str, ...] = (OSCOUR_ROOT,)):
         self._source = source
+        self._roots = roots
         self.header: RawHeader | None = None
         self.root: str | None = None
         self.records = 0
@@ -215,7 +217,7 @@ class OscourReader:
         if tree.docinfo.doctype or tree.docinfo.internalDTD is not None:
             raise FileRefused("DTD_FORBIDDEN")
         self.root = element.tag if isinstance(element.tag, str) else ""
-        if self.root not in ROOTS:
+        if self.root not in self._roots:
             raise FileRefused("WRONG_ROOT", f"Élément racine trouvé : <{self.root[:40]}>.")
 
     def _syntax_refusal(self, error, stream, at_end: bool = False) -> FileRefused:

@@ -85,13 +85,6 @@ def fmt_date(d: date | None) -> str:
     return s
 
 
-def fmt_datetime_min(dt: datetime | None) -> str:
-    """``dd/mm/yyyy hh:mm`` (seconds dropped, as the national format; empty for None)."""
-    if dt is None:
-        return ""
-    return fmt_date(dt) + " " + _HHMM[dt.hour * 60 + dt.minute]
-
-
 def fmt_datetime_sec(dt: datetime | None) -> str:
     """``dd/mm/yyyy hh:mm:ss`` (the EXTRACT format; empty for None)."""
     if dt is None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -37,10 +36,6 @@ def _database() -> Iterator[psycopg.Connection]:
         yield conn
 
 
-def outbox_dir(region: Region, destination: str) -> Path:
-    return region.outbox_dir(destination)
-
-
 def _send_summary(send: sends.Send) -> dict:
     return {
         "send_id": send.id, "file_name": send.file_name, "finess": send.finess, "ordre": send.ordre,
@@ -50,27 +45,22 @@ def _send_summary(send: sends.Send) -> dict:
     }
 
 
-def _unreachable(message: str) -> sends.Deliver:
-    def deliver(send: sends.Send) -> str:
-        raise sends.DeliveryError(message)
-
-    return deliver
-
-
-def _deliver_over_sftp(conn: psycopg.Connection, destination: str, conn_id: str,
-                       deliver: Callable[[object, str], list[sends.Send]]) -> list[sends.Send]:
-    """Open one SFTP session and run ``deliver(sftp, folder)``. When the server cannot be
+def _deliver_over_sftp(conn: psycopg.Connection, destination: str, conn_id: str) -> list[sends.Send]:
+    """Deliver every pending send of ``destination`` over one session of the SFTP connection
+    ``conn_id``, into its extra ``path`` (created when missing). When the server cannot be
     reached, every pending send is journaled as a failed attempt with the cause, then the task
     fails (and is retried): nothing is marked sent."""
-    with contextlib.ExitStack() as stack:
-        try:
-            sftp = stack.enter_context(glue.sftp_session(conn_id))
-        except Exception as error:
-            cause = f"serveur SFTP {conn_id} injoignable : {type(error).__name__}: {error}"
-            for send in sends.pending(conn, destination):
-                sends.attempt(conn, send, _unreachable(cause))
-            raise RuntimeError(cause) from error
-        return deliver(sftp, glue.sftp_base_path(conn_id))
+    return sends.deliver_pending_over(conn, destination, lambda: glue.sftp_session(conn_id),
+                                      glue.sftp_base_path(conn_id), server=conn_id, create_folder=True)
+
+
+def _purge(conn: psycopg.Connection, region: Region, destination: str) -> int:
+    """Remove the local copies of the destination's sends delivered more than a week ago."""
+    purged = sends.purge_local_copies(conn, destination, within=region.outbox_dir(destination))
+    if purged:
+        log.info("%s copie(s) locale(s) d'envois livrés depuis plus de %s jours supprimée(s).", purged,
+                 sends.KEEP_LOCAL_DAYS)
+    return purged
 
 
 def _raise_if_failed(results: list[sends.Send], what: str) -> None:
@@ -86,7 +76,7 @@ def invs_build_task() -> dict:
     region = glue.region()
     with _database() as conn:
         migrate(conn)
-        outcome = invs.build_daily(conn, outbox_dir(region, invs.DESTINATION), timezone=region.timezone)
+        outcome = invs.build_daily(conn, region.outbox_dir(invs.DESTINATION), timezone=region.timezone)
     built, errors = outcome.built, outcome.failed
     for send in built:
         log.info("Construit : %s (%s passages, %s → %s)", send.file_name, send.visit_count, send.period_start,
@@ -96,19 +86,30 @@ def invs_build_task() -> dict:
     return {"built": [_send_summary(send) for send in built], "errors": errors}
 
 
-def invs_deliver_task(build: dict) -> dict:
+def invs_deliver_task(build: dict | None = None) -> dict:
+    """Deliver every pending invs send; also when build_sends failed (``build`` is then None):
+    the sends of earlier days still go. Then remove the local copies delivered a week ago."""
+    region = glue.region()
+    if build is None:  # build_sends failed (this task runs anyway, see the DAG)
+        not_built = "build_sends a échoué (voir son journal)"
+    elif build.get("errors"):
+        not_built = "fichier InVS non construit pour : " + ", ".join(build["errors"])
+    else:
+        not_built = None
     with _database() as conn:
-        if not sends.pending(conn, invs.DESTINATION):
-            if build.get("errors"):
-                raise RuntimeError("Fichier InVS non construit pour : " + ", ".join(build["errors"]))
-            raise AirflowSkipException("Rien à envoyer à Santé publique France.")
-        results = _deliver_over_sftp(conn, invs.DESTINATION, glue.INVS_CONN_ID,
-                                     lambda sftp, folder: invs.deliver(conn, sftp, folder))
+        try:
+            results = _deliver_over_sftp(conn, invs.DESTINATION, glue.INVS_CONN_ID)
+        finally:
+            _purge(conn, region, invs.DESTINATION)
     for send in results:
         log.info("Envoi n°%s %s : %s (%s)", send.id, send.file_name, send.status, send.remote_answer)
     _raise_if_failed(results, "vers Santé publique France")
-    if build.get("errors"):
-        raise RuntimeError("Envoyés ; mais fichier InVS non construit pour : " + ", ".join(build["errors"]))
+    if not results:
+        if not_built:
+            raise RuntimeError("Rien à envoyer : " + not_built)
+        raise AirflowSkipException("Rien à envoyer à Santé publique France.")
+    if not_built:
+        raise RuntimeError("Envoyés ; mais " + not_built)
     return {"delivered": [_send_summary(send) for send in results]}
 
 
@@ -144,7 +145,7 @@ def atih_build_task(plan: dict) -> dict:
     month = atih.MonthPlan(**plan)
     with _database() as conn:
         migrate(conn)
-        outcome = atih.build_monthly(conn, month, codegeo, outbox_dir(region, atih.DESTINATION),
+        outcome = atih.build_monthly(conn, month, codegeo, region.outbox_dir(atih.DESTINATION),
                                      timezone=region.timezone)
     for send in outcome.built:
         log.info("Construit : %s (%s RPU)", send.file_name, send.visit_count)
@@ -161,35 +162,30 @@ def atih_build_task(plan: dict) -> dict:
 def atih_deliver_task(build: dict | None = None) -> dict:
     region = glue.region()
     with _database() as conn:
-        if not sends.pending(conn, atih.DESTINATION):
-            if build is None:  # build_files failed (this task runs anyway, see the DAG)
-                raise RuntimeError("Rien à envoyer : build_files a échoué (voir son journal).")
-            if build.get("errors"):
-                raise RuntimeError("Fichier ATIH non construit pour : " + ", ".join(build["errors"]))
-            raise AirflowSkipException("Rien à envoyer à l'ATIH.")
-        if region.atih_delivery == "sftp":
-            results = _deliver_over_sftp(
-                conn, atih.DESTINATION, glue.ATIH_CONN_ID,
-                lambda sftp, folder: atih.deliver(conn, _sftp_drop(sftp, folder)))
-        else:
-            connection = Connection.get(glue.ATIH_CONN_ID)
-            url = atih.syrius_url(connection.conn_type, connection.host, connection.schema, connection.port,
-                                  connection.extra_dejson)
-            upload = atih.SyriusUpload(url, connection.login or "", connection.password or "")
-            try:
-                results = atih.deliver(conn, upload)
-            finally:
-                upload.close()
+        try:
+            if not sends.pending(conn, atih.DESTINATION):
+                if build is None:  # build_files failed (this task runs anyway, see the DAG)
+                    raise RuntimeError("Rien à envoyer : build_files a échoué (voir son journal).")
+                if build.get("errors"):
+                    raise RuntimeError("Fichier ATIH non construit pour : " + ", ".join(build["errors"]))
+                raise AirflowSkipException("Rien à envoyer à l'ATIH.")
+            if region.atih_delivery == "sftp":
+                results = _deliver_over_sftp(conn, atih.DESTINATION, glue.ATIH_CONN_ID)
+            else:
+                connection = Connection.get(glue.ATIH_CONN_ID)
+                url = atih.syrius_url(connection.conn_type, connection.host, connection.schema, connection.port,
+                                      connection.extra_dejson)
+                upload = atih.SyriusUpload(url, connection.login or "", connection.password or "")
+                try:
+                    results = atih.deliver(conn, upload)
+                finally:
+                    upload.close()
+        finally:
+            _purge(conn, region, atih.DESTINATION)
     for send in results:
         log.info("Envoi n°%s %s : %s (%s)", send.id, send.file_name, send.status, send.remote_answer)
     _raise_if_failed(results, "vers l'ATIH")
     return {"delivered": [_send_summary(send) for send in results]}
-
-
-def _sftp_drop(sftp, folder: str) -> sends.SftpOutbox:
-    if folder:
-        invs.ensure_folder(sftp, folder)
-    return sends.SftpOutbox(sftp, folder)
 
 
 def atih_reconcile_task(plan: dict, build: dict | None = None) -> dict:

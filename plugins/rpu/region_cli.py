@@ -187,6 +187,8 @@ def render_env(code: str, name: str, region_dir: str, s: RegionSecrets) -> str:
         "AIRFLOW_BIND=127.0.0.1",
         "AIRFLOW_PORT=8080",
         "SFTP_PORT=2222",
+        "# Heure locale de la région pour les horaires des DAG (= [region] timezone de region.toml).",
+        "RPU_TIMEZONE=Europe/Paris",
         "",
         "# --- PostgreSQL : superutilisateur, base Airflow, base régionale rpu",
         f"POSTGRES_PASSWORD={s.postgres_password}",

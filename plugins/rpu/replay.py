@@ -11,9 +11,10 @@ that FINESS and period, from the Airflow form of the DAG ``rpu_invs_replay``:
    files for it);
 2. :func:`build` rebuilds the OSCOUR file from the regional database (never from the inbox)
    and counts the visits per day; a dry run stops there;
-3. :func:`journal` records the send (``kind='replay'``, who asked, why) and the delivery goes
-   through the same journaled SFTP outbox as the daily files; :func:`deliver` then closes the
-   absence episodes the replay covers.
+3. :func:`journal` records the send (``kind='replay'``, who asked, why) and :func:`deliver`
+   delivers it through the same journaled SFTP outbox as the daily files
+   (``sends.deliver_pending_over``: exclusive per send, a server down journaled as a failed
+   attempt), then closes the absence episodes the replay covers.
 
 No Airflow import; ``today`` and ``now`` are parameters.
 """
@@ -21,6 +22,8 @@ No Airflow import; ``today`` and ``now`` are parameters.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -204,16 +207,25 @@ def journal(conn: psycopg.Connection, request: ReplayRequest, built: BuiltReplay
         requested_by=request.requested_by, reason=request.reason)
 
 
-def deliver(conn: psycopg.Connection, send_id: int, deliver_to: sends.Deliver, now: datetime) -> tuple[sends.Send, list]:
-    """Deliver a journaled replay (again, if an earlier attempt failed: never rebuilt), then
-    close the absence episodes it covers. Returns the send and the closed episodes' rows."""
+def deliver(conn: psycopg.Connection, send_id: int, open_session: Callable[[], AbstractContextManager],
+            folder: str, now: datetime, *, server: str | None = None) -> tuple[sends.Send, list]:
+    """Deliver a journaled replay over one SFTP session (``open_session()``) into ``folder``
+    (created when missing): again if an earlier attempt failed, never rebuilt; then close the
+    absence episodes it covers. Returns the send and the closed episodes' rows.
+
+    When the server cannot be reached, the attempt is journaled (``failed``, with the cause)
+    and :class:`rpu.sends.ServerUnreachable` is raised. When the daily delivery is sending this
+    very file at the same moment, it is not sent a second time: the send is returned as it is
+    (``sent`` once the other delivery is done)."""
     send = sends.get(conn, send_id)
     conn.commit()
     if send is None or send.kind != "replay":
         raise LookupError(f"Envoi n°{send_id} introuvable ou qui n'est pas une reprise.")
     if send.status != "sent":
-        send = sends.attempt(conn, send, deliver_to)
+        sends.deliver_pending_over(conn, send.destination, open_session, folder, server=server, create_folder=True,
+                                   only={send.id})
+        conn.commit()
+        send = sends.get(conn, send_id)
         conn.commit()
     closed = absence.close_replayed(conn, now) if send.status == "sent" else []
     return send, closed
-

@@ -2,19 +2,26 @@
 delivered, and marked ``sent`` only once the destination has the whole file.
 
 A delivery that fails leaves the send ``failed`` with the remote answer; the next run retries
-it from the stored file (checksum verified), without rebuilding it.
+it from the stored file (checksum verified), without rebuilding it. One send is delivered by
+one task at a time (a session advisory lock per send, and its status read again under it), so
+a replay delivered while the daily run delivers every pending send never leaves twice. When the
+SFTP server cannot be reached at all, every pending send is journaled ``failed`` with the cause
+(:func:`deliver_pending_over`). Local copies of delivered sends are removed after a week
+(:func:`purge_local_copies`); the journal rows stay.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
+from typing import IO
 
 import psycopg
 from psycopg.rows import class_row
@@ -102,9 +109,44 @@ def get(conn: psycopg.Connection, send_id: int) -> Send:
 
 Deliver = Callable[[Send], str]  # delivers one send's stored file, returns the remote answer
 
+# Session advisory locks making the delivery of one send exclusive: key = _SEND_LOCK + send id
+# (high 32 bits "RPU\x03", apart from the other advisory locks of the concentrator). A session
+# lock dies with its session: a task killed mid-delivery never leaves a send locked.
+_SEND_LOCK = 0x52505503 << 32
 
-def attempt(conn: psycopg.Connection, send: Send, deliver: Deliver) -> Send:
-    """Try one delivery and journal its outcome (committed whatever happens)."""
+
+def _lock_key(send_id: int) -> int:
+    return _SEND_LOCK + send_id
+
+
+def attempt(conn: psycopg.Connection, send: Send, deliver: Deliver) -> Send | None:
+    """Try one delivery and journal its outcome (committed whatever happens); return the send
+    in its new state, or ``None`` when it was not attempted: another task is delivering it at
+    this very moment (its lock is held), or it is already ``sent`` or ``cancelled`` (``send``
+    may be a stale copy: its status is read again under the lock)."""
+    key = _lock_key(send.id)
+    with conn.transaction():
+        (acquired,) = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+    if not acquired:
+        log.info("Envoi n°%s vers %s : en cours de remise par une autre tâche, laissé de côté.", send.id,
+                 send.destination)
+        return None
+    try:
+        current = get(conn, send.id)
+        if current is None or current.status in ("sent", "cancelled"):
+            log.info("Envoi n°%s vers %s : déjà %s, rien à faire.", send.id, send.destination,
+                     current.status if current else "supprimé")
+            return None
+        return _attempt(conn, current, deliver)
+    finally:
+        try:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        except psycopg.Error as error:  # a lost session has released its locks
+            log.warning("Envoi n°%s : verrou non relâché (%s) ; il le sera à la fin de la session.", send.id, error)
+
+
+def _attempt(conn: psycopg.Connection, send: Send, deliver: Deliver) -> Send:
     answer, status = None, "failed"
     try:
         digest, _ = file_sha256(send.local_path)
@@ -127,9 +169,80 @@ def attempt(conn: psycopg.Connection, send: Send, deliver: Deliver) -> Send:
         return cursor.fetchone()
 
 
-def deliver_pending(conn: psycopg.Connection, destination: str, deliver: Deliver) -> list[Send]:
-    """(Re)try every pending send of a destination; returns them in their new state."""
-    return [attempt(conn, send, deliver) for send in pending(conn, destination)]
+def _pending(conn: psycopg.Connection, destination: str, only: Collection[int] | None) -> list[Send]:
+    found = pending(conn, destination)
+    return found if only is None else [send for send in found if send.id in only]
+
+
+def deliver_pending(conn: psycopg.Connection, destination: str, deliver: Deliver,
+                    *, only: Collection[int] | None = None) -> list[Send]:
+    """(Re)try every pending send of a destination (or those of ``only``); returns those
+    attempted, in their new state (a send another task is delivering, or has just delivered,
+    is left out)."""
+    results = (attempt(conn, send, deliver) for send in _pending(conn, destination, only))
+    return [send for send in results if send is not None]
+
+
+class ServerUnreachable(RuntimeError):
+    """The SFTP server could not be reached (or its folder prepared); the message (French) is
+    the cause journaled on every pending send."""
+
+
+def _failing(cause: str) -> Deliver:
+    def deliver(send: Send) -> str:
+        raise DeliveryError(cause)
+
+    return deliver
+
+
+def deliver_pending_over(conn: psycopg.Connection, destination: str,
+                         open_session: Callable[[], contextlib.AbstractContextManager], folder: str = "", *,
+                         server: str | None = None, create_folder: bool = False,
+                         only: Collection[int] | None = None) -> list[Send]:
+    """Deliver every pending send of ``destination`` (or those of ``only``) over one SFTP
+    session (``open_session()``, a paramiko SFTPClient context) into ``folder``, with
+    :class:`SftpOutbox`; returns the sends attempted, in their new state. Nothing pending: no
+    connection at all, ``[]``.
+
+    When the session cannot be opened (connection refused, authentication, host key...) or,
+    with ``create_folder``, the folder cannot be created, every pending send is journaled as a
+    failed attempt with the cause (``server`` names the server in it, e.g. the connection id),
+    and :class:`ServerUnreachable` is raised, so that the task fails, is retried and alerts:
+    nothing is left silent, nothing is marked sent."""
+    if not _pending(conn, destination, only):
+        return []
+    name = server or destination
+    with contextlib.ExitStack() as stack:
+        try:
+            sftp = stack.enter_context(open_session())
+        except Exception as error:
+            cause = f"serveur SFTP {name} injoignable : {type(error).__name__}: {error}"
+            _journal_failure(conn, destination, only, cause)
+            raise ServerUnreachable(cause) from error
+        if create_folder and folder:
+            try:
+                ensure_folder(sftp, folder)
+            except Exception as error:
+                cause = f"dossier {folder} impossible à créer sur le serveur SFTP {name} : {type(error).__name__}: {error}"
+                _journal_failure(conn, destination, only, cause)
+                raise ServerUnreachable(cause) from error
+        return deliver_pending(conn, destination, SftpOutbox(sftp, folder), only=only)
+
+
+def _journal_failure(conn: psycopg.Connection, destination: str, only: Collection[int] | None, cause: str) -> None:
+    log.warning("%s", cause)
+    deliver_pending(conn, destination, _failing(cause), only=only)
+
+
+def ensure_folder(sftp, folder: str) -> None:
+    """Create ``folder`` (and its parents) on the SFTP server when missing."""
+    path = ""
+    for part in folder.strip("/").split("/"):
+        path = posixpath.join(path, part) if path else ("/" + part if folder.startswith("/") else part)
+        try:
+            sftp.stat(path)
+        except FileNotFoundError:
+            sftp.mkdir(path)
 
 
 class SftpOutbox:
@@ -154,3 +267,61 @@ class SftpOutbox:
 def owner_only(path: str | os.PathLike) -> None:
     """Health data files are readable by their owner alone."""
     os.chmod(path, 0o600)
+
+
+def open_owner_only(path: str | os.PathLike, mode: str = "wb", **kwargs) -> IO:
+    """Open ``path`` for writing, created or truncated, readable by its owner alone: also when
+    it already existed with other permissions (a ``.part`` left by an interrupted run), which
+    ``os.open(..., 0o600)`` alone would keep. ``kwargs`` go to :func:`open` (encoding...)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, mode, **kwargs)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextlib.contextmanager
+def private_file(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator[IO]:
+    """Write ``path`` readable by its owner alone, under the temporary name ``.<name>.part``
+    renamed when complete: a reader never sees half a file; on error nothing is left behind."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.part")
+    try:
+        with open_owner_only(temporary, mode, **kwargs) as stream:
+            yield stream
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+KEEP_LOCAL_DAYS = 7  # local copies of delivered (or cancelled) sends are removed after this many days
+
+
+def purge_local_copies(conn: psycopg.Connection, destination: str, older_than_days: int = KEEP_LOCAL_DAYS, *,
+                       within: str | os.PathLike | None = None) -> int:
+    """Remove the local copies of the sends of ``destination`` delivered (``sent``, by
+    ``sent_at``) or ``cancelled`` (by ``created_at``) more than ``older_than_days`` ago, so
+    that health data files do not pile up on the disk; returns how many files were removed.
+    The journal rows stay; a ``built`` or ``failed`` send's file is never touched (it is to be
+    (re)sent). With ``within``, only files under that folder are removed (and their own
+    folder below it, once empty)."""
+    root = Path(within).resolve() if within is not None else None
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT local_path FROM send WHERE destination = %s AND status IN ('sent', 'cancelled')"
+            " AND coalesce(sent_at, created_at) < now() - make_interval(days => %s)",
+            (destination, older_than_days)).fetchall()
+    removed = 0
+    for (local_path,) in rows:
+        path = Path(local_path).resolve()
+        if (root is not None and root not in path.parents) or not path.is_file():
+            continue
+        path.unlink()
+        removed += 1
+        if root is not None and path.parent != root:
+            with contextlib.suppress(OSError):  # a build folder (ARS), once empty
+                path.parent.rmdir()
+    return removed

@@ -333,16 +333,18 @@ VisitSink = Callable[[Visit, Header], None]
 
 
 def inspect_file(source, name: str | None = None, on_visit: VisitSink | None = None,
-                 on_finding: Callable[[Finding], None] | None = None) -> FileReport:
+                 on_finding: Callable[[Finding], None] | None = None, roots: tuple[str, ...] = ("OSCOUR",)
+                 ) -> FileReport:
     """Read and validate one file in a single streaming pass.
 
     ``on_visit`` receives every kept visit (not the rejected ones) with the file's header, in file
     order, while the
     file is read; when the report ends up ``rejected`` the caller must discard what it received
-    (the loader does so by rolling back)."""
+    (the loader does so by rolling back). ``roots``: the accepted envelopes (received files are
+    OSCOUR; reading back a SYRIUS file we wrote passes ``("SYRIUS",)``)."""
     report = FileReport(file=name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<flux>"),
                         on_finding=on_finding)
-    reader = OscourReader(source)
+    reader = OscourReader(source, roots)
     checker: _VisitChecker | None = None
     try:
         for raw in reader:
@@ -377,4 +379,5 @@ def _start(reader: OscourReader, report: FileReport):
 
 
 def validate_file(path: str | os.PathLike) -> FileReport:
+    """What ``rpu validate`` checks: a file as an establishment would send it."""
     return inspect_file(path)
