@@ -202,7 +202,9 @@ def test_first_night_gives_a_rejection_report_and_an_absence_alert(demo):
         for path in state.mailbox.glob("*.eml"):
             message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
             body = message.get_body(("plain",))
-            if "Veille" in str(message["Subject"]) and body and silent["finess"] in body.get_content():
+            # The ARS's copy (each establishment's IT gets its own lines in a separate message).
+            if "Veille" in str(message["Subject"]) and "ars@localhost" in str(message["X-RcptTo"]) \
+                    and body and silent["finess"] in body.get_content():
                 alert = message
         time.sleep(2)
     assert alert is not None, (f"no absence alert naming {silent['finess']}; scenario:\n"
