@@ -1,25 +1,35 @@
 """Loading one OSCOUR file into the regional store: one file, one transaction.
 
-In that transaction: the intake journal row, the visits streamed in with COPY while the file
-is read, the findings, and only then the removal of what the file replaces (same FINESS and
-ORDRE, ENTREE date within its period). A rejected, duplicate or superseded file changes
-nothing but its journal row. A crash at any point leaves the database as it was: PostgreSQL
-rolls the transaction back, and the file is still in the inbox for the next run.
+Authority is per day. For each (FINESS, ORDRE, ENTREE day), the visits held are those of one
+file: among the files that bring the day, the first by (the day is inside the file's declared
+period, latest EXTRACT, received last). A file's visits dated outside its own period thus
+count only on days no file's period covers. Loading a file applies it on exactly the days where
+it now ranks first, leaves alone the days a newer file rules, and records each day in
+``file_day``: whatever the order files arrive in, the database ends the same.
+
+In the file's transaction: the intake journal row, the visits streamed in with COPY while the
+file is read, the findings, then, under the establishment's lock, the day plan and its
+application. A file that would empty a day we hold, or remove more than half of what we hold
+for its days, is held for the ORU (nothing applied, its bytes kept in ``held_file``) until
+``rpu files apply``. A rejected, duplicate or held file changes nothing but its journal row.
+A crash at any point leaves the database as it was: PostgreSQL rolls the transaction back,
+and the file is still in the inbox for the next run.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import tempfile
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json, Jsonb
 
-from rpu.model import Visit
+from rpu.model import Visit, VolumeGuard
 from rpu.rules import FILE, RULES, Finding
 from rpu.store import query
 from rpu.validation import FileReport, inspect_file
@@ -32,26 +42,68 @@ RPU_COLUMNS = (
 ISSUE_COLUMNS = ("received_file_id", "record_no", "entree", "rule", "level", "field", "raw_value", "message")
 _COPY_RPU = f"COPY rpu ({', '.join(RPU_COLUMNS)}) FROM STDIN"
 _COPY_ISSUES = f"COPY record_issue ({', '.join(ISSUE_COLUMNS)}) FROM STDIN"
+ONE_DAY = timedelta(days=1)
+DEFAULT_GUARD = VolumeGuard()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An operator's decision on a held file (``rpu files apply``): who, why."""
+
+    received_file_id: int
+    by: str
+    reason: str
+
+
+@dataclass
+class DayPlan:
+    """One day a file brings, and whether the file is (now) that day's authority."""
+
+    day: date
+    brought: int  # visits the file brings for the day
+    in_period: bool  # false: only visits dated outside the file's own period
+    holder: int | None = None  # the day's authority before this file
+    holder_name: str | None = None
+    holder_extract: datetime | None = None
+    held: int = 0  # visits held for the day before this file
+    won: bool = True
+
+    def as_json(self) -> dict:
+        return {"day": self.day.isoformat(), "held": self.held, "brought": self.brought}
 
 
 @dataclass
 class LoadResult:
     file: str
-    status: str  # loaded, duplicate, superseded, rejected
+    status: str  # loaded, duplicate, superseded, held, rejected
     received_file_id: int
     report: FileReport | None = None
     replaced_records: int = 0
-    same_as: int | None = None  # the journal row of the earlier file (duplicate of / superseded by)
+    same_as: int | None = None  # the journal row of the earlier file (duplicate of)
     same_as_name: str | None = None
     same_as_at: datetime | None = None
-    # Visits dated outside the file's period, on days another file already covers (not loaded).
-    outside_period_dropped: int = 0
+    days: list[DayPlan] = field(default_factory=list)
+    # Visits of this file on days a newer extract (or a file whose period covers them) rules.
+    not_applied_records: int = 0
 
     @property
     def loaded_records(self) -> int:
         if self.status != "loaded" or not self.report:
             return 0
-        return self.report.kept_records - self.outside_period_dropped
+        return self.report.kept_records - self.not_applied_records
+
+    @property
+    def days_applied(self) -> list[date]:
+        return [d.day for d in self.days if d.won] if self.status == "loaded" else []
+
+    @property
+    def days_not_applied(self) -> list[DayPlan]:
+        return [d for d in self.days if not d.won]
+
+    @property
+    def held_days(self) -> list[DayPlan]:
+        """The days that made the file held: emptied or dropping."""
+        return [d for d in self.days if d.won and d.holder is not None and d.brought < d.held]
 
     @property
     def reason(self) -> str | None:
@@ -59,11 +111,51 @@ class LoadResult:
         if self.status == "duplicate":
             return f"Fichier identique au fichier {earlier} (journal n°{self.same_as}) : rien n'a changé."
         if self.status == "superseded":
-            return (f"Extraction plus ancienne que celle du fichier {earlier} (journal n°{self.same_as}), déjà "
-                    "appliqué sur une période commune : ce fichier n'a pas été appliqué, rien n'a changé.")
+            return ("Aucun jour appliqué : " + self._newer_sources()
+                    + ". Ce fichier n'a rien changé.")
+        if self.status == "loaded":
+            text = f"Appliqué pour {day_ranges(self.days_applied) or 'aucun jour'}"
+            if self.days_not_applied:
+                text += " ; " + self._newer_sources()
+            return text + "."
+        if self.status == "held":
+            lines = ", ".join(f"le {d.day:%d/%m} : {d.held} passage{_s(d.held)} détenu{_s(d.held)}, "
+                              f"{d.brought} dans ce fichier" for d in self.held_days)
+            return ("Fichier mis en attente, rien n'a été appliqué : il retirerait des passages que la base "
+                    f"régionale détient ({lines}). L'ORU vérifie avec l'établissement avant de l'appliquer.")
         if self.status == "rejected" and self.report:
             return " ".join(f.message for f in self.report.file_findings)
         return None
+
+    def _newer_sources(self) -> str:
+        by_holder: dict[int, list[DayPlan]] = {}
+        for plan in self.days_not_applied:
+            by_holder.setdefault(plan.holder, []).append(plan)
+        parts = []
+        for holder, plans in by_holder.items():
+            first = plans[0]
+            days = day_ranges([p.day for p in plans])
+            why = "plus récent" if first.in_period else "dont la période couvre ce jour"
+            verb = "proviennent" if len(plans) > 1 else "provient"
+            extract = f", extraction du {first.holder_extract:%d/%m/%Y %H:%M}" if first.holder_extract else ""
+            parts.append(f"{'les' if len(plans) > 1 else 'le'} {days} {verb} du fichier « {first.holder_name} » "
+                         f"(journal n°{holder}{extract}), {why}")
+        return " ; ".join(parts)
+
+
+def _s(count: int) -> str:
+    return "" if count <= 1 else "s"
+
+
+def day_ranges(days: list[date]) -> str:
+    """``01/03–07/03, 09/03``: consecutive days as ranges."""
+    ranges: list[list[date]] = []
+    for day in sorted(days):
+        if ranges and (day - ranges[-1][1]).days == 1:
+            ranges[-1][1] = day
+        else:
+            ranges.append([day, day])
+    return ", ".join(f"{a:%d/%m}" if a == b else f"{a:%d/%m}–{b:%d/%m}" for a, b in ranges)
 
 
 def sha256_of(path: str | os.PathLike) -> tuple[str, int]:
@@ -83,49 +175,155 @@ def load_file(
     sender: str | None = None,
     name: str | None = None,
     extra_findings: list[Finding] | None = None,
+    guard: VolumeGuard | None = DEFAULT_GUARD,
+    decision: Decision | None = None,
 ) -> LoadResult:
     """Validate and load one file. ``extra_findings`` are file-level findings decided by the
-    caller (e.g. ``SENDER_MISMATCH`` by the ingest); any of them rejects the file."""
+    caller (e.g. ``SENDER_MISMATCH`` by the ingest); any of them rejects the file. ``guard``
+    None applies a file whatever it removes; ``decision`` applies a held file (its journal row)."""
     name = name or Path(path).name
     sha256, size = sha256_of(path)
     with conn.transaction():
-        # A file refused by the caller (SENDER_MISMATCH) is refused even if its bytes are known.
-        same = None if extra_findings else conn.execute(query("find_same_file"), {"sha256": sha256}).fetchone()
-        if same:
-            file_id = _open_journal(conn, name, sender, sha256, size, status="duplicate")
-            conn.execute(query("close_duplicate"), {"id": file_id, "same_as": same[0]})
-            return LoadResult(name, "duplicate", file_id, same_as=same[0], same_as_name=same[1], same_as_at=same[2])
-
-        file_id = _open_journal(conn, name, sender, sha256, size, status="loading")
-        status, same_as, same_as_name, same_as_at, replaced, outside_dropped = "loaded", None, None, None, 0, 0
+        if decision is None:
+            # A file refused by the caller (SENDER_MISMATCH) is refused even if its bytes are known.
+            same = None if extra_findings else conn.execute(query("find_same_file"), {"sha256": sha256}).fetchone()
+            if same:
+                file_id = _open_journal(conn, name, sender, sha256, size, status="duplicate")
+                conn.execute(query("close_duplicate"), {"id": file_id, "same_as": same[0]})
+                return LoadResult(name, "duplicate", file_id, same_as=same[0], same_as_name=same[1],
+                                  same_as_at=same[2])
+            file_id = _open_journal(conn, name, sender, sha256, size, status="loading")
+        else:
+            file_id, guard = decision.received_file_id, None
+        result = LoadResult(name, "loaded", file_id)
         with tempfile.TemporaryFile() as findings_spool:
             with conn.transaction():  # a savepoint: the visits go only if the file is applied
-                report = _copy_visits(conn, path, name, file_id, findings_spool)
+                report = result.report = _copy_visits(conn, path, name, file_id, findings_spool)
                 for finding in extra_findings or ():
                     report.add(finding)
                 if report.rejected:
-                    status = "rejected"
+                    result.status = "rejected"
                     raise psycopg.Rollback()
-                # Loads of one establishment are serialised from here to the commit, so that the
-                # superseded check and the replacement see every earlier load.
+                # Loads of one establishment are serialised from here to the commit, so that each
+                # sees every earlier load's days.
                 header = report.header
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{header.finess}/{header.ordre}",))
-                scope = _scope(report, file_id)
-                newer = conn.execute(query("find_newer_extract"), scope).fetchone()
-                if newer:
-                    status, same_as, same_as_name, same_as_at = "superseded", *newer
+                result.days = _plan_days(conn, report, file_id)
+                if guard is not None and _alarming(result.days, guard):
+                    result.status = "held"
                     raise psycopg.Rollback()
-                replaced = conn.execute(query("replace_scope"), scope).rowcount
-                if report.rule_counts["ENTREE_OUTSIDE_PERIOD"]:
-                    outside_dropped = conn.execute(query("drop_covered_outside_period"), scope).rowcount
-                    replaced += conn.execute(query("replace_outside_period"), scope).rowcount
+                _apply_days(conn, report, file_id, result)
                 _copy_findings(conn, findings_spool)
-        if status == "rejected":
+        if result.status == "rejected":
             _insert_findings(conn, file_id, report.file_findings)
-        result = LoadResult(name, status, file_id, report, replaced_records=replaced, same_as=same_as,
-                            same_as_name=same_as_name, same_as_at=same_as_at, outside_period_dropped=outside_dropped)
-        conn.execute(query("close_received_file"), _journal_row(file_id, status, report, result))
+        elif result.status == "held":
+            _keep_held(conn, path, file_id, result)
+        conn.execute(query("close_received_file"), _journal_row(file_id, result.status, report, result))
+        if decision is not None:
+            conn.execute("UPDATE received_file SET decided_by = %s, decided_reason = %s, decided_at = now()"
+                         " WHERE id = %s", (decision.by, decision.reason, file_id))
+            conn.execute("DELETE FROM held_file WHERE received_file_id = %s", (file_id,))
         return result
+
+
+class NotHeld(Exception):
+    """``rpu files apply|discard`` on a journal row that is not a held file."""
+
+
+def apply_held(conn: psycopg.Connection, file_id: int, *, by: str, reason: str) -> LoadResult:
+    """Apply a held file deliberately, whatever it removes: an operator's decision, journaled
+    (who, why) on the file's own journal row. The days are ranked as for any file (a newer
+    extract received since keeps its days)."""
+    with conn.transaction():
+        name, sender, content = _held(conn, file_id)
+        with tempfile.NamedTemporaryFile(suffix=".xml") as copy:
+            copy.write(gzip.decompress(content))
+            copy.flush()
+            return load_file(conn, copy.name, sender=sender, name=name, decision=Decision(file_id, by, reason))
+
+
+def discard_held(conn: psycopg.Connection, file_id: int, *, by: str, reason: str) -> None:
+    """Set a held file aside for good (rejected, with the operator's reason)."""
+    with conn.transaction():
+        _held(conn, file_id)
+        conn.execute("UPDATE received_file SET status = 'rejected', reason = %s, decided_by = %s,"
+                     " decided_reason = %s, decided_at = now() WHERE id = %s",
+                     (f"Écarté par l'ORU : {reason}", by, reason, file_id))
+        conn.execute("DELETE FROM held_file WHERE received_file_id = %s", (file_id,))
+
+
+def _held(conn, file_id: int) -> tuple[str, str | None, bytes]:
+    row = conn.execute("SELECT f.file_name, f.sender, h.content_gzip FROM received_file f"
+                       " JOIN held_file h ON h.received_file_id = f.id"
+                       " WHERE f.id = %s AND f.status = 'held' FOR UPDATE OF f", (file_id,)).fetchone()
+    if row is None:
+        raise NotHeld(f"Le fichier n°{file_id} n'est pas en attente (voir `rpu files list --status held`).")
+    return row
+
+
+def _plan_days(conn, report: FileReport, file_id: int) -> list[DayPlan]:
+    """Every day the file brings (each day of its period, even without visits, and the days of
+    visits dated outside it), with the day's current authority and what it holds."""
+    header = report.header
+    per_day = report.visits_per_day
+    plans = {}
+    day = header.period_start
+    while day <= header.period_end:
+        plans[day] = DayPlan(day, per_day.get(day, 0), True)
+        day += ONE_DAY
+    for day, count in per_day.items():
+        if day not in plans:
+            plans[day] = DayPlan(day, count, False)
+    rows = conn.execute(query("day_authorities"), {
+        "finess": header.finess, "ordre": header.ordre, "days": list(plans)}).fetchall()
+    for day, holder, in_period, extract, held, holder_name in rows:
+        plan = plans[day]
+        plan.holder, plan.holder_name, plan.holder_extract, plan.held = holder, holder_name, extract, held
+        # Rank: the day inside the file's period, then the latest EXTRACT, then received last.
+        plan.won = (plan.in_period, header.extract, file_id) > (in_period, extract, holder)
+    return sorted(plans.values(), key=lambda p: p.day)
+
+
+def _alarming(days: list[DayPlan], guard: VolumeGuard) -> bool:
+    replaced = [d for d in days if d.won and d.holder is not None and d.held > 0]
+    if guard.hold_when_day_emptied and any(d.brought == 0 for d in replaced):
+        return True
+    held = sum(d.held for d in replaced)
+    brought = sum(d.brought for d in replaced)
+    return held > 0 and brought < held * (1 - guard.hold_when_drop_over)
+
+
+def _apply_days(conn, report: FileReport, file_id: int, result: LoadResult) -> None:
+    """Replace what we hold on the days this file now rules; drop its own visits on the days a
+    newer file rules; record every day in ``file_day``."""
+    header = report.header
+    won = [d.day for d in result.days if d.won]
+    lost = [d.day for d in result.days if not d.won]
+    scope = {"file_id": file_id, "finess": header.finess, "ordre": header.ordre}
+    if won:
+        result.replaced_records = conn.execute(query("replace_days"), {**scope, **_day_span(won)}).rowcount
+        conn.execute(query("supersede_days"), {**scope, "days": won})
+    if lost:
+        result.not_applied_records = conn.execute(query("drop_own_days"), {**scope, **_day_span(lost)}).rowcount
+    if not won:
+        result.status = "superseded"
+        newest = max((d for d in result.days if not d.won), key=lambda d: (d.holder_extract, d.holder))
+        result.same_as, result.same_as_name = newest.holder, newest.holder_name
+    days = result.days
+    conn.execute(query("insert_file_days"), {
+        **scope, "extract": header.extract, "days": [d.day for d in days], "in_period": [d.in_period for d in days],
+        "visits": [d.brought for d in days], "superseded_by": [None if d.won else d.holder for d in days]})
+
+
+def _day_span(days: list[date]) -> dict:
+    return {"days": days, "first": min(days), "after_last": max(days) + ONE_DAY}
+
+
+def _keep_held(conn, path, file_id: int, result: LoadResult) -> None:
+    with open(path, "rb") as stream:
+        content = gzip.compress(stream.read(), compresslevel=6)
+    conn.execute("INSERT INTO held_file (received_file_id, content_gzip, days) VALUES (%s, %s, %s)",
+                 (file_id, content, Jsonb([d.as_json() for d in result.held_days])))
 
 
 def _open_journal(conn, name, sender, sha256, size, status) -> int:
@@ -161,19 +359,6 @@ def _journal_row(file_id: int, status: str, report: FileReport | None = None, re
     }
 
 
-def _scope(report: FileReport, file_id: int) -> dict:
-    header = report.header
-    return {
-        "file_id": file_id,
-        "finess": header.finess,
-        "ordre": header.ordre,
-        "extract": header.extract,
-        "period_start": header.period_start,
-        "period_end": header.period_end,
-        "period_end_exclusive": header.period_end + timedelta(days=1),
-    }
-
-
 def _copy_visits(conn, path, name, file_id, findings_spool) -> FileReport:
     """Stream the file's kept visits into ``rpu`` with COPY while it is read; the findings go
     to a spool file (a COPY is under way on the connection) and are copied afterwards."""
@@ -186,7 +371,7 @@ def _copy_visits(conn, path, name, file_id, findings_spool) -> FileReport:
                 visit.naissance, visit.sexe, visit.entree, visit.mode_entree, visit.provenance,
                 visit.transport, visit.transport_pec, visit.motif, visit.gravite, visit.dp, _array(visit.da),
                 _array(visit.actes), visit.sortie, visit.mode_sortie, visit.destination, visit.orient,
-                Jsonb(visit.extensions) if visit.extensions else None, _array(visit.flags),
+                Json(visit.extensions) if visit.extensions else None, _array(visit.flags),
             ))
 
         def on_finding(finding: Finding) -> None:

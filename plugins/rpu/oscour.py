@@ -35,13 +35,16 @@ class FileRefused(Exception):
 
 @dataclass(slots=True)
 class RawRecord:
-    """One PATIENT as text: simple fields, the DA and ACTE lists, unknown (extension) elements."""
+    """One PATIENT as text: simple fields, the DA and ACTE lists, unknown (extension) elements.
+
+    ``extensions`` lists the extension elements in file order as ``(after, name, value)``,
+    ``after`` being the national element just before it (None when it comes first)."""
 
     position: int
     fields: dict[str, str]
     da: list[str] = field(default_factory=list)
     actes: list[str] = field(default_factory=list)
-    extensions: dict[str, str] = field(default_factory=dict)
+    extensions: list[tuple[str | None, str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -68,9 +71,23 @@ def _read_record(element, position: int) -> RawRecord:
         else:
             fields[tag] = child.text or ""
     if len(fields) > len(_KNOWN_FIELDS) or not fields.keys() <= _KNOWN_FIELDS:
-        for tag in fields.keys() - _KNOWN_FIELDS:
-            record.extensions[tag] = fields.pop(tag)
+        record.extensions = _extensions(element, fields)
     return record
+
+
+def _extensions(element, fields: dict[str, str]) -> list[tuple[str | None, str, str]]:
+    """The extension elements in file order, each with the national element it follows (a
+    second pass over the PATIENT, only for records that carry extensions)."""
+    extensions = []
+    after = None
+    for child in element:
+        tag = child.tag
+        if tag in _KNOWN_FIELDS or tag in _LIST_FIELDS:
+            after = tag
+        else:
+            fields.pop(tag, None)
+            extensions.append((after, tag, child.text or ""))
+    return extensions
 
 
 _KNOWN_FIELDS = frozenset({
@@ -79,6 +96,7 @@ _KNOWN_FIELDS = frozenset({
     # SYRIUS replaces CP, COMMUNE and NAISSANCE by these.
     "CODEGEO", "AGE", "AGE_JOURS",
 })
+_LIST_FIELDS = frozenset({"LISTE_DA", "LISTE_ACTES"})
 
 
 def _release(element) -> None:

@@ -35,6 +35,12 @@ from rpu.rules import FILE, Finding
 # finding callback (the loader's) receives every one of them.
 MAX_KEPT_FINDINGS = 10_000
 MAX_STAY = timedelta(hours=72)
+# The longest period a file may declare (DATEDEBUT to DATEFIN, or to EXTRACT): a daily file
+# covers 7 days; a catch-up may cover months; a century is a typing error that would erase.
+MAX_PERIOD_DAYS = 366
+# Extension elements that producers write between MOTIF and GRAVITE; every other one goes after
+# ORIENT (the OSCOUR schema in include/xsd allows them nowhere else).
+EXTENSIONS_AFTER_MOTIF = frozenset({"HMED", "CIRCONSTANCE"})
 _CODE_FIELDS = ("SEXE", "MODE_ENTREE", "PROVENANCE", "TRANSPORT", "TRANSPORT_PEC", "GRAVITE",
                 "MODE_SORTIE", "DESTINATION", "ORIENT")
 
@@ -54,6 +60,8 @@ class FileReport:
     on_finding: Callable[[Finding], None] | None = field(default=None, repr=False)
     first_entree: datetime | None = None
     last_entree: datetime | None = None
+    # Kept visits per ENTREE day: what the file brings for each day (the loader's authority).
+    visits_per_day: Counter = field(default_factory=Counter)
 
     @property
     def rejected(self) -> bool:
@@ -156,6 +164,7 @@ def check_header(raw: RawHeader, report: FileReport) -> Header:
     except ValueError:
         try:  # some producers send the extraction day alone
             header.extract = datetime.combine(parse_date(fields.get("EXTRACT", "")), datetime.min.time())
+            header.extract_day_only = True
         except ValueError:
             report.add(Finding("EXTRACT_INVALID", field="EXTRACT", value=fields.get("EXTRACT")))
     try:
@@ -171,6 +180,18 @@ def check_header(raw: RawHeader, report: FileReport) -> Header:
     if header.period_start and header.period_end and header.period_end < header.period_start:
         report.add(Finding("PERIOD_REVERSED", field="DATEFIN", value=datefin,
                            detail=f"Période déclarée : {fields.get('DATEDEBUT')} → {datefin}."))
+    elif header.period_end is None and header.period_start and header.extract and not report.rejected:
+        # An empty DATEFIN: the file runs to its extraction date, never to an ENTREE it holds.
+        if header.extract.date() < header.period_start:
+            report.add(Finding("PERIOD_REVERSED", field="DATEFIN", value="",
+                               detail=f"DATEFIN est vide et l'extraction ({fields.get('EXTRACT')}) précède "
+                                      f"DATEDEBUT ({fields.get('DATEDEBUT')})."))
+        else:
+            header.period_end = header.extract.date()
+    if header.period_start and header.period_end and not report.rejected \
+            and (header.period_end - header.period_start).days + 1 > MAX_PERIOD_DAYS:
+        report.add(Finding("PERIOD_TOO_LONG", field="DATEFIN", value=datefin,
+                           detail=f"Période : du {header.period_start:%d/%m/%Y} au {header.period_end:%d/%m/%Y}."))
     return header
 
 
@@ -183,6 +204,8 @@ class _VisitChecker:
         self.header = header
         self.report = report
         self.first_day, self.last_day = header.period_start, header.period_end
+        self.extracted_by = header.extracted_by
+        self.visits_per_day = report.visits_per_day
 
     def check(self, raw: RawRecord) -> Visit | None:
         fields = raw.fields
@@ -194,6 +217,10 @@ class _VisitChecker:
             entree = parse_datetime(entree_text)
         except ValueError:
             self._reject(raw, "ENTREE_INVALID", entree_text)
+            return None
+
+        if self.extracted_by is not None and entree > self.extracted_by:
+            self._reject(raw, "ENTREE_AFTER_EXTRACT", entree_text)
             return None
 
         findings: list[Finding] = []
@@ -278,14 +305,31 @@ class _VisitChecker:
             flag("ENTREE_OUTSIDE_PERIOD", "ENTREE", entree_text)
 
         if raw.extensions:
-            visit.extensions = {k: " ".join(v.split()) for k, v in raw.extensions.items()}
+            visit.extensions = self._extensions(raw.extensions, flag)
         self._count_entree(entree)
+        self.visits_per_day[day] += 1
         if findings:
             self.report.flagged_records += 1
             visit.flags = sorted({f.rule for f in findings})
             for finding in findings:
                 self.report.add(finding)
         return visit
+
+    @staticmethod
+    def _extensions(received: list, flag) -> list[list[str]]:
+        """[after, name, value] in the order received; ``after`` is MOTIF for HMED and
+        CIRCONSTANCE received between MOTIF and GRAVITE, ORIENT for the rest. One received
+        anywhere else is flagged and carried after ORIENT."""
+        extensions = []
+        for after, name, value in received:
+            if after == "MOTIF" and name in EXTENSIONS_AFTER_MOTIF:
+                slot = "MOTIF"
+            else:
+                slot = "ORIENT"
+                if after != "ORIENT":
+                    flag("EXTENSION_MOVED", name, None, f"Reçu après {after or 'le début du passage'}.")
+            extensions.append([slot, name, " ".join(value.split())])
+        return extensions
 
     @staticmethod
     def _check_coherence(codes: dict, flag) -> None:
@@ -363,10 +407,6 @@ def inspect_file(source, name: str | None = None, on_visit: VisitSink | None = N
     except FileRefused as refusal:
         report.records = reader.records
         report.add(Finding(refusal.rule, detail=refusal.detail))
-    if report.header and report.header.period_end is None and report.header.period_start and not report.rejected:
-        # An empty DATEFIN: the period ends on the last ENTREE date (or DATEDEBUT without any).
-        last = report.last_entree.date() if report.last_entree else report.header.period_start
-        report.header.period_end = max(last, report.header.period_start)
     return report
 
 
