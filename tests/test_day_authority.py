@@ -197,8 +197,10 @@ def test_period_bounds(conn, tmp_path):
                     datefin=False, extra=[visit(date(2062, 3, 8), 9, 0, motif="typo")])
     report = inspect_file(path)
     assert report.header.period_end == date(2026, 3, 8) and report.rule_counts["ENTREE_AFTER_EXTRACT"] == 1
-    # A period longer than a year is refused whole (a mistyped DATEDEBUT).
+    # A period longer than a year is refused whole (a mistyped DATEDEBUT); a year before 1990 too.
     path = day_file(tmp_path, "1909.xml", date(1909, 3, 1), date(2026, 3, 7), datetime(2026, 3, 8, 2, 0), {})
+    assert inspect_file(path).file_findings[0].rule == "DATEDEBUT_INVALID"
+    path = day_file(tmp_path, "2001.xml", date(2001, 3, 1), date(2026, 3, 7), datetime(2026, 3, 8, 2, 0), {})
     report = inspect_file(path)
     assert report.rejected and report.file_findings[0].rule == "PERIOD_TOO_LONG"
     result = load_file(conn, path)

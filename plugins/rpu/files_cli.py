@@ -16,9 +16,9 @@ import os
 import sys
 
 EXIT_OK, EXIT_REFUSED = 0, 1
-STATUSES = ("loaded", "duplicate", "superseded", "held", "rejected", "loading")
+STATUSES = ("loaded", "duplicate", "superseded", "held", "rejected", "revoked", "loading")
 STATUS_FR = {"loaded": "chargé", "duplicate": "doublon", "superseded": "dépassé", "held": "en attente",
-             "rejected": "rejeté", "loading": "en cours"}
+             "rejected": "rejeté", "revoked": "révoqué", "loading": "en cours"}
 
 
 def _default_author() -> str:
@@ -46,13 +46,14 @@ def register_file_commands(subparsers) -> None:
     show.set_defaults(func=cmd_show)
 
     for action, text in (("apply", "appliquer délibérément un fichier en attente"),
-                         ("discard", "écarter définitivement un fichier en attente")):
+                         ("discard", "écarter définitivement un fichier en attente"),
+                         ("revoke", "révoquer un fichier appliqué par erreur (chaque jour revient au fichier suivant)")):
         parser = actions.add_parser(action, help=text)
         parser.add_argument("id", type=int, metavar="N", help="numéro du fichier au journal")
         parser.add_argument("--reason", required=True, help="pourquoi (inscrit au journal)")
         parser.add_argument("--author", default=_default_author(), help="auteur inscrit au journal (défaut : $USER)")
         parser.add_argument("--database", help="URL PostgreSQL (défaut : RPU_DATABASE_URL)")
-        parser.set_defaults(func=cmd_apply if action == "apply" else cmd_discard)
+        parser.set_defaults(func={"apply": cmd_apply, "discard": cmd_discard, "revoke": cmd_revoke}[action])
 
 
 def cmd_list(args) -> int:
@@ -154,3 +155,22 @@ def cmd_discard(args) -> int:
         return EXIT_OK
 
     return _decide(args, discard)
+
+
+def cmd_revoke(args) -> int:
+    from rpu.loader import day_ranges, revoke_file
+
+    def revoke(conn, file_id, *, by, reason) -> int:
+        revocation = revoke_file(conn, file_id, by=by, reason=reason)
+        print(f"n°{file_id} révoqué (décision de {by} : {reason}) ; jours qu'il fournissait : "
+              f"{day_ranges(revocation.days) or 'aucun'}")
+        for day, source in sorted(revocation.restored.items()):
+            print(f"  {day:%d/%m/%Y} : de nouveau fourni par le fichier n°{source}")
+        if revocation.emptied:
+            print(f"  Sans autre fichier : {day_ranges(revocation.emptied)} (aucun passage détenu ces jours-là).")
+        if revocation.incomplete:
+            print(f"  À redemander à l'établissement (passages remplacés déjà purgés) : "
+                  f"{day_ranges(revocation.incomplete)}.")
+        return EXIT_OK
+
+    return _decide(args, revoke)

@@ -22,14 +22,17 @@ import gzip
 import hashlib
 import os
 import tempfile
+import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psycopg
 from psycopg.types.json import Json, Jsonb
 
-from rpu.model import Visit, VolumeGuard
+from rpu.model import Limits, Visit, VolumeGuard
 from rpu.rules import FILE, RULES, Finding
 from rpu.store import query
 from rpu.validation import FileReport, inspect_file
@@ -44,6 +47,18 @@ _COPY_RPU = f"COPY rpu ({', '.join(RPU_COLUMNS)}) FROM STDIN"
 _COPY_ISSUES = f"COPY record_issue ({', '.join(ISSUE_COLUMNS)}) FROM STDIN"
 ONE_DAY = timedelta(days=1)
 DEFAULT_GUARD = VolumeGuard()
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class Busy(Exception):
+    """Another load holds the establishment: nothing was done, the file is taken next time."""
+
+
+def local_now() -> datetime:
+    """Now, as local time without zone (as EXTRACT is written), in the region's time zone."""
+    return datetime.now(ZoneInfo(os.environ.get("RPU_TIMEZONE") or "Europe/Paris")).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -83,6 +98,8 @@ class LoadResult:
     same_as_name: str | None = None
     same_as_at: datetime | None = None
     days: list[DayPlan] = field(default_factory=list)
+    same_status: str | None = None  # the journal status of the earlier copy of a duplicate
+    error: str | None = None  # TECHNICAL_ERROR: the traceback, for the ORU only (never the sender)
     # Visits of this file on days a newer extract (or a file whose period covers them) rules.
     not_applied_records: int = 0
 
@@ -109,7 +126,12 @@ class LoadResult:
     def reason(self) -> str | None:
         earlier = f"« {self.same_as_name} »" + (f" reçu le {self.same_as_at:%d/%m/%Y à %H:%M}" if self.same_as_at else "")
         if self.status == "duplicate":
-            return f"Fichier identique au fichier {earlier} (journal n°{self.same_as}) : rien n'a changé."
+            text = f"Fichier identique au fichier {earlier} (journal n°{self.same_as}) : ce dépôt n'a rien changé."
+            if self.same_status == "held":
+                text += " Ce fichier est en attente de vérification par l'ORU."
+            if self.days_not_applied:
+                text += " Depuis, " + self._newer_sources() + " : la base régionale diffère de ce fichier pour ces jours."
+            return text
         if self.status == "superseded":
             return ("Aucun jour appliqué : " + self._newer_sources()
                     + ". Ce fichier n'a rien changé.")
@@ -177,28 +199,69 @@ def load_file(
     extra_findings: list[Finding] | None = None,
     guard: VolumeGuard | None = DEFAULT_GUARD,
     decision: Decision | None = None,
+    received_at: datetime | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> LoadResult:
     """Validate and load one file. ``extra_findings`` are file-level findings decided by the
     caller (e.g. ``SENDER_MISMATCH`` by the ingest); any of them rejects the file. ``guard``
-    None applies a file whatever it removes; ``decision`` applies a held file (its journal row)."""
+    None applies a file whatever it removes; ``decision`` applies a held file (its journal row).
+    ``received_at`` (local time, default now): an EXTRACT later than it is refused.
+
+    Raises ``Busy`` when another load of the same establishment holds it longer than
+    ``limits.lock_seconds`` (nothing done: try again later). Any other unexpected error while
+    reading the file ends as a ``rejected`` verdict (``TECHNICAL_ERROR``, the traceback in
+    ``LoadResult.error`` for the ORU), nothing of the file kept; a lost database connection
+    is raised."""
     name = name or Path(path).name
     sha256, size = sha256_of(path)
-    with conn.transaction():
-        if decision is None:
-            # A file refused by the caller (SENDER_MISMATCH) is refused even if its bytes are known.
-            same = None if extra_findings else conn.execute(query("find_same_file"), {"sha256": sha256}).fetchone()
-            if same:
-                file_id = _open_journal(conn, name, sender, sha256, size, status="duplicate")
-                conn.execute(query("close_duplicate"), {"id": file_id, "same_as": same[0]})
-                return LoadResult(name, "duplicate", file_id, same_as=same[0], same_as_name=same[1],
-                                  same_as_at=same[2])
-            file_id = _open_journal(conn, name, sender, sha256, size, status="loading")
-        else:
-            file_id, guard = decision.received_file_id, None
-        result = LoadResult(name, "loaded", file_id)
-        with tempfile.TemporaryFile() as findings_spool:
+    received_at = received_at or local_now()
+    try:
+        with conn.transaction():
+            _session_limits(conn, limits)
+            # Identical bytes arriving at once are taken one after the other: the second sees the first.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"sha256/{sha256}",))
+            if decision is None:
+                # A file refused by the caller (SENDER_MISMATCH) is refused even if its bytes are known.
+                same = None if extra_findings else conn.execute(query("find_same_file"), {"sha256": sha256}).fetchone()
+                if same:
+                    return _duplicate(conn, name, sender, sha256, size, same)
+                file_id = _open_journal(conn, name, sender, sha256, size, status="loading")
+            else:
+                file_id, guard = decision.received_file_id, None
+            return _load(conn, path, name, file_id, extra_findings, guard, decision, received_at, limits)
+    except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as error:
+        raise Busy(f"« {name} » : l'établissement est en cours de chargement par un autre traitement "
+                   f"(attente de plus de {limits.lock_seconds} s) ; le fichier sera repris au prochain passage."
+                   ) from error
+
+
+def _session_limits(conn, limits: Limits) -> None:
+    # SET LOCAL: for this file's transaction only.
+    conn.execute(f"SET LOCAL lock_timeout = '{int(limits.lock_seconds)}s'")
+    conn.execute(f"SET LOCAL statement_timeout = '{int(limits.statement_seconds)}s'")
+
+
+def _duplicate(conn, name, sender, sha256, size, same) -> LoadResult:
+    file_id = _open_journal(conn, name, sender, sha256, size, status="duplicate")
+    conn.execute(query("close_duplicate"), {"id": file_id, "same_as": same[0]})
+    result = LoadResult(name, "duplicate", file_id, same_as=same[0], same_as_name=same[1], same_as_at=same[2],
+                        same_status=same[3])
+    # Days the earlier copy no longer supplies: the database differs from these bytes there.
+    result.days = [DayPlan(day, 0, in_period, holder, holder_name, extract, won=False)
+                   for day, in_period, holder, holder_name, extract in conn.execute(
+                       query("days_taken_since"), {"file_id": same[0]})]
+    conn.execute("UPDATE received_file SET reason = %s WHERE id = %s", (result.reason, file_id))
+    return result
+
+
+def _load(conn, path, name, file_id, extra_findings, guard, decision, received_at, limits) -> LoadResult:
+    result = LoadResult(name, "loaded", file_id)
+    deadline = time.monotonic() + limits.read_seconds if limits.read_seconds else None
+    with tempfile.TemporaryFile() as findings_spool:
+        try:
             with conn.transaction():  # a savepoint: the visits go only if the file is applied
-                report = result.report = _copy_visits(conn, path, name, file_id, findings_spool)
+                report = result.report = _copy_visits(conn, path, name, file_id, findings_spool, received_at,
+                                                      deadline)
                 for finding in extra_findings or ():
                     report.add(finding)
                 if report.rejected:
@@ -214,16 +277,29 @@ def load_file(
                     raise psycopg.Rollback()
                 _apply_days(conn, report, file_id, result)
                 _copy_findings(conn, findings_spool)
-        if result.status == "rejected":
-            _insert_findings(conn, file_id, report.file_findings)
-        elif result.status == "held":
-            _keep_held(conn, path, file_id, result)
-        conn.execute(query("close_received_file"), _journal_row(file_id, result.status, report, result))
-        if decision is not None:
-            conn.execute("UPDATE received_file SET decided_by = %s, decided_reason = %s, decided_at = now()"
-                         " WHERE id = %s", (decision.by, decision.reason, file_id))
-            conn.execute("DELETE FROM held_file WHERE received_file_id = %s", (file_id,))
-        return result
+        except (psycopg.OperationalError, psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
+            raise  # the database is gone or busy: the caller retries, the file stays where it is
+        except Exception:  # a file must end with a verdict, never loop on a crash
+            result.error = traceback.format_exc(limit=8)
+            result.status = "rejected"
+            report = result.report = FileReport(file=name)
+            report.add(Finding("TECHNICAL_ERROR", detail=f"({_error_name(result.error)})"))
+    if result.status == "rejected":
+        _insert_findings(conn, file_id, report.file_findings)
+    elif result.status == "held":
+        _keep_held(conn, path, file_id, result)
+    conn.execute(query("close_received_file"), _journal_row(file_id, result.status, report, result))
+    if decision is not None:
+        conn.execute("UPDATE received_file SET decided_by = %s, decided_reason = %s, decided_at = now()"
+                     " WHERE id = %s", (decision.by, decision.reason, file_id))
+        conn.execute("DELETE FROM held_file WHERE received_file_id = %s", (file_id,))
+    return result
+
+
+def _error_name(trace: str) -> str:
+    """The exception's class name (last line of a traceback), never its message (it may quote data)."""
+    last = trace.strip().splitlines()[-1] if trace.strip() else "Exception"
+    return last.split(":", 1)[0].strip()[:80]
 
 
 class NotHeld(Exception):
@@ -250,6 +326,55 @@ def discard_held(conn: psycopg.Connection, file_id: int, *, by: str, reason: str
                      " decided_reason = %s, decided_at = now() WHERE id = %s",
                      (f"Écarté par l'ORU : {reason}", by, reason, file_id))
         conn.execute("DELETE FROM held_file WHERE received_file_id = %s", (file_id,))
+
+
+@dataclass
+class Revocation:
+    file_id: int
+    days: list[date]  # the days the revoked file ruled
+    restored: dict[date, int]  # day → the file whose visits are back
+    incomplete: list[date]  # days whose next file's visits were purged already: ask for a re-drop
+    emptied: list[date]  # days no other file brings
+
+
+def revoke_file(conn: psycopg.Connection, file_id: int, *, by: str, reason: str) -> Revocation:
+    """Take back a file applied by mistake (a future EXTRACT that ruled every later file, a file
+    of another unit): its visits go, and on each day it ruled the next file in rank rules again,
+    its visits restored from ``rpu_superseded``. Journaled (who, why) on the file's row."""
+    with conn.transaction():
+        row = conn.execute("SELECT status, finess, ordre FROM received_file WHERE id = %s FOR UPDATE",
+                           (file_id,)).fetchone()
+        if row is None or row[0] not in ("loaded", "superseded"):
+            raise NotHeld(f"Le fichier n°{file_id} n'est pas un fichier appliqué (statut : {row[0] if row else 'inconnu'}).")
+        _status, finess, ordre = row
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{finess}/{ordre}",))
+        scope = {"file_id": file_id, "finess": finess, "ordre": ordre}
+        days = [r[0] for r in conn.execute(
+            "SELECT day FROM file_day WHERE received_file_id = %s AND superseded_by IS NULL AND NOT revoked"
+            " ORDER BY day", (file_id,))]
+        conn.execute("DELETE FROM rpu WHERE finess = %(finess)s AND ordre = %(ordre)s AND received_file_id = %(file_id)s",
+                     scope)
+        conn.execute("DELETE FROM rpu_superseded WHERE received_file_id = %(file_id)s", scope)
+        conn.execute("UPDATE file_day SET revoked = true WHERE received_file_id = %(file_id)s", scope)
+        revocation = Revocation(file_id, days, {}, [], [])
+        for day, next_file, expected in conn.execute(query("next_authorities"), {**scope, "days": days}).fetchall():
+            revocation.restored[day] = next_file
+            restored = conn.execute(query("restore_day"), {"file_id": next_file, "day": day}).rowcount
+            conn.execute("UPDATE file_day SET superseded_by = NULL WHERE received_file_id = %s AND day = %s",
+                         (next_file, day))
+            if restored < expected:
+                revocation.incomplete.append(day)
+        revocation.emptied = [day for day in days if day not in revocation.restored]
+        conn.execute("UPDATE received_file SET status = 'revoked', reason = %s, decided_by = %s, decided_reason = %s,"
+                     " decided_at = now() WHERE id = %s", (f"Révoqué par l'ORU : {reason}", by, reason, file_id))
+    return revocation
+
+
+def purge_replaced(conn: psycopg.Connection, keep_days: int) -> int:
+    """Forget replaced visits older than ``keep_days`` (they only serve ``revoke_file``)."""
+    with conn.transaction():
+        return conn.execute("DELETE FROM rpu_superseded WHERE superseded_at < now() - make_interval(days => %s)",
+                            (keep_days,)).rowcount
 
 
 def _held(conn, file_id: int) -> tuple[str, str | None, bytes]:
@@ -359,7 +484,7 @@ def _journal_row(file_id: int, status: str, report: FileReport | None = None, re
     }
 
 
-def _copy_visits(conn, path, name, file_id, findings_spool) -> FileReport:
+def _copy_visits(conn, path, name, file_id, findings_spool, received_at=None, deadline=None) -> FileReport:
     """Stream the file's kept visits into ``rpu`` with COPY while it is read; the findings go
     to a spool file (a COPY is under way on the connection) and are copied afterwards."""
     with conn.cursor() as cursor, cursor.copy(_COPY_RPU) as copy:
@@ -378,7 +503,8 @@ def _copy_visits(conn, path, name, file_id, findings_spool) -> FileReport:
             if finding.level != FILE:
                 findings_spool.write(_copy_line(_finding_row(file_id, finding)))
 
-        return inspect_file(path, name, on_visit=on_visit, on_finding=on_finding)
+        return inspect_file(path, name, on_visit=on_visit, on_finding=on_finding, received_at=received_at,
+                            deadline=deadline)
 
 
 def _array(items: list[str]) -> str:

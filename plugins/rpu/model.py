@@ -77,3 +77,13 @@ class VolumeGuard:
 
     hold_when_day_emptied: bool = True
     hold_when_drop_over: float = 0.5
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long one file may take (``[intake]`` in region.toml): waiting for its establishment's
+    lock, any one SQL statement, reading the whole file (0: no limit)."""
+
+    lock_seconds: int = 300
+    statement_seconds: int = 1800
+    read_seconds: int = 1800

@@ -18,7 +18,7 @@ from datetime import time
 from pathlib import Path
 
 from rpu import finess as finess_rules
-from rpu.model import VolumeGuard
+from rpu.model import Limits, VolumeGuard
 
 STATUSES = ("onboarding", "parallel", "live", "inactive")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -60,6 +60,10 @@ class Region:
     exports_dir: Path | None = None
     airflow_url: str = "http://localhost:8080"
     volume_guard: VolumeGuard = VolumeGuard()
+    limits: Limits = Limits()
+    max_file_bytes: int = 200 << 20  # [intake] max_file_mb
+    settle_seconds: int = 600  # [intake] settle_seconds: a file unchanged this long is complete
+    keep_replaced_days: int = 35  # [intake] keep_replaced_days: replaced visits kept for a revoke
     extra: dict = field(default_factory=dict)
 
     @property
@@ -157,6 +161,12 @@ def parse(data: dict, path: Path | None = None) -> Region:
             exports_dir=(base / paths["exports_dir"]) if paths.get("exports_dir") else None,
             airflow_url=region.get("airflow_url", "http://localhost:8080"),
             volume_guard=_volume_guard(intake, errors),
+            limits=Limits(lock_seconds=_seconds(intake, "lock_seconds", 300, errors),
+                          statement_seconds=_seconds(intake, "statement_seconds", 1800, errors),
+                          read_seconds=_seconds(intake, "read_seconds", 1800, errors)),
+            max_file_bytes=_seconds(intake, "max_file_mb", 200, errors) << 20,
+            settle_seconds=_seconds(intake, "settle_seconds", 600, errors),
+            keep_replaced_days=_seconds(intake, "keep_replaced_days", 35, errors),
             extra={k: v for k, v in data.items()
                    if k not in ("region", "schedule", "paths", "atih", "intake", "establishment")},
         )
@@ -180,6 +190,15 @@ def _volume_guard(intake: dict, errors: list[str]) -> VolumeGuard:
         errors.append("[intake] hold_when_drop_over doit être une part entre 0 (exclu) et 1, par exemple 0.5")
         drop = 0.5
     return VolumeGuard(hold_when_day_emptied=emptied, hold_when_drop_over=float(drop))
+
+
+def _seconds(section: dict, key: str, default: int, errors: list[str]) -> int:
+    """A positive whole number of ``[intake]`` (seconds, megabytes or days)."""
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        errors.append(f"[intake] {key} doit être un entier positif")
+        return default
+    return value
 
 
 def _emails(value, where: str, errors: list[str]) -> tuple[str, ...]:

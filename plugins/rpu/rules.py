@@ -34,6 +34,21 @@ _RULES = [
          "Le fichier doit commencer par <OSCOUR> ; vérifiez que vous envoyez bien l'export RPU."),
     Rule("UNKNOWN_ELEMENT", FILE, "Le fichier contient des éléments inconnus à la place des passages <PATIENT>.",
          "Chaque passage doit être un élément <PATIENT> (en majuscules), sous <PASSAGES> ; vérifiez l'export."),
+    Rule("NAMESPACE_FORBIDDEN", FILE, "Le fichier contient des éléments dans un espace de noms XML (xmlns) : le "
+         "format OSCOUR n'en utilise pas.",
+         "Retirez les déclarations xmlns et les préfixes (x:ELEMENT) de l'export ; écrivez les éléments sans préfixe."),
+    Rule("VALUE_TOO_LARGE", FILE, "Un élément du fichier contient un texte de plus de 10 Mo : le fichier ne peut "
+         "pas être lu en sécurité.",
+         "Un champ RPU tient en quelques caractères ; vérifiez l'export (un fichier entier ou un binaire inséré "
+         "dans un champ)."),
+    Rule("FILE_TOO_LARGE", FILE, "Le fichier dépasse la taille maximale acceptée par le concentrateur.",
+         "Un fichier de 7 jours pèse quelques Mo ; vérifiez l'export, ou envoyez un rattrapage en plusieurs fichiers."),
+    Rule("FILE_TOO_SLOW", FILE, "La lecture du fichier a dépassé le temps maximal accordé à un fichier.",
+         "Vérifiez que le fichier est bien un export RPU ordinaire ; l'ORU est prévenu."),
+    Rule("TECHNICAL_ERROR", FILE, "Erreur technique du concentrateur à la lecture de ce fichier : il n'a pas été "
+         "chargé ; l'ORU est prévenu.",
+         "Rien à faire de votre côté pour l'instant : l'ORU analyse l'erreur et vous recontacte si le fichier "
+         "doit être corrigé."),
     Rule("HEADER_MISSING", FILE, "Le bloc <ETABLISSEMENT> est absent ou placé après les passages.",
          "Placez le bloc <ETABLISSEMENT> (FINESS, ORDRE, EXTRACT, DATEDEBUT, DATEFIN) en tête du fichier."),
     Rule("FINESS_MISSING", FILE, "Le FINESS de l'établissement est absent de l'en-tête.",
@@ -46,6 +61,8 @@ _RULES = [
          "Renseignez <ORDRE> avec un entier (0 le plus souvent)."),
     Rule("EXTRACT_INVALID", FILE, "La date d'extraction (EXTRACT) est absente ou illisible.",
          "Le format attendu est jj/mm/aaaa hh:mm:ss."),
+    Rule("EXTRACT_IN_FUTURE", FILE, "La date d'extraction (EXTRACT) est postérieure à la réception du fichier.",
+         "Vérifiez l'ordre jour/mois et l'année de EXTRACT, et l'horloge du serveur qui produit l'export."),
     Rule("DATEDEBUT_INVALID", FILE, "La date de début de période (DATEDEBUT) est absente ou illisible.",
          "Le format attendu est jj/mm/aaaa."),
     Rule("DATEFIN_INVALID", FILE, "La date de fin de période (DATEFIN) est illisible.",

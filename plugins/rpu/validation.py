@@ -38,6 +38,11 @@ MAX_STAY = timedelta(hours=72)
 # The longest period a file may declare (DATEDEBUT to DATEFIN, or to EXTRACT): a daily file
 # covers 7 days; a catch-up may cover months; a century is a typing error that would erase.
 MAX_PERIOD_DAYS = 366
+# Header dates outside these years are typing errors (and 9999 would overflow date arithmetic).
+MIN_YEAR, MAX_YEAR = 1990, 2100
+_YEARS = f"Année attendue entre {MIN_YEAR} et {MAX_YEAR}."
+# An EXTRACT may be this much later than the file's reception (clocks differ a little).
+CLOCK_TOLERANCE = timedelta(hours=2)
 # Extension elements that producers write between MOTIF and GRAVITE; every other one goes after
 # ORIENT (the OSCOUR schema in include/xsd allows them nowhere else).
 EXTENSIONS_AFTER_MOTIF = frozenset({"HMED", "CIRCONSTANCE"})
@@ -139,7 +144,12 @@ def age_in_years(birth: date, on: date) -> int:
 
 # --- the header ------------------------------------------------------------------------------
 
-def check_header(raw: RawHeader, report: FileReport) -> Header:
+def _plausible(value: date | datetime | None) -> bool:
+    """A header date within the years an RPU can carry (a year 9999 would overflow day arithmetic)."""
+    return value is None or MIN_YEAR <= value.year <= MAX_YEAR
+
+
+def check_header(raw: RawHeader, report: FileReport, received_at: datetime | None = None) -> Header:
     fields = {k: " ".join(v.split()) for k, v in raw.fields.items()}
     header = Header(root=raw.root)
     finess = fields.get("FINESS", "").upper()
@@ -154,7 +164,7 @@ def check_header(raw: RawHeader, report: FileReport) -> Header:
     ordre = fields.get("ORDRE", "")
     if ordre == "":
         header.ordre = 0  # absent in some producers' files; 0 is the norm
-    elif ordre.isdigit() and int(ordre) < 1000:
+    elif ordre.isascii() and ordre.isdigit() and int(ordre) < 1000:
         header.ordre = int(ordre)
     else:
         report.add(Finding("ORDRE_INVALID", field="ORDRE", value=ordre))
@@ -167,16 +177,28 @@ def check_header(raw: RawHeader, report: FileReport) -> Header:
             header.extract_day_only = True
         except ValueError:
             report.add(Finding("EXTRACT_INVALID", field="EXTRACT", value=fields.get("EXTRACT")))
+    if not _plausible(header.extract):
+        report.add(Finding("EXTRACT_INVALID", field="EXTRACT", value=fields.get("EXTRACT"), detail=_YEARS))
+        header.extract = None
+    elif header.extract and received_at and header.extract > received_at + CLOCK_TOLERANCE:
+        report.add(Finding("EXTRACT_IN_FUTURE", field="EXTRACT", value=fields.get("EXTRACT"),
+                           detail=f"Fichier reçu le {received_at:%d/%m/%Y à %H:%M}."))
     try:
         header.period_start = parse_date(fields.get("DATEDEBUT", ""))
     except ValueError:
         report.add(Finding("DATEDEBUT_INVALID", field="DATEDEBUT", value=fields.get("DATEDEBUT")))
+    if not _plausible(header.period_start):
+        report.add(Finding("DATEDEBUT_INVALID", field="DATEDEBUT", value=fields.get("DATEDEBUT"), detail=_YEARS))
+        header.period_start = None
     datefin = fields.get("DATEFIN", "")
     if datefin:
         try:
             header.period_end = parse_date(datefin)
         except ValueError:
             report.add(Finding("DATEFIN_INVALID", field="DATEFIN", value=datefin))
+        if not _plausible(header.period_end):
+            report.add(Finding("DATEFIN_INVALID", field="DATEFIN", value=datefin, detail=_YEARS))
+            header.period_end = None
     if header.period_start and header.period_end and header.period_end < header.period_start:
         report.add(Finding("PERIOD_REVERSED", field="DATEFIN", value=datefin,
                            detail=f"Période déclarée : {fields.get('DATEDEBUT')} → {datefin}."))
@@ -377,30 +399,32 @@ VisitSink = Callable[[Visit, Header], None]
 
 
 def inspect_file(source, name: str | None = None, on_visit: VisitSink | None = None,
-                 on_finding: Callable[[Finding], None] | None = None, roots: tuple[str, ...] = ("OSCOUR",)
-                 ) -> FileReport:
+                 on_finding: Callable[[Finding], None] | None = None, roots: tuple[str, ...] = ("OSCOUR",),
+                 received_at: datetime | None = None, deadline: float | None = None) -> FileReport:
     """Read and validate one file in a single streaming pass.
 
     ``on_visit`` receives every kept visit (not the rejected ones) with the file's header, in file
     order, while the
     file is read; when the report ends up ``rejected`` the caller must discard what it received
     (the loader does so by rolling back). ``roots``: the accepted envelopes (received files are
-    OSCOUR; reading back a SYRIUS file we wrote passes ``("SYRIUS",)``)."""
+    OSCOUR; reading back a SYRIUS file we wrote passes ``("SYRIUS",)``). ``received_at`` (local
+    time): an EXTRACT later than it is refused. ``deadline`` (``time.monotonic()``): past it, the
+    file is refused (``FILE_TOO_SLOW``)."""
     report = FileReport(file=name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<flux>"),
                         on_finding=on_finding)
-    reader = OscourReader(source, roots)
+    reader = OscourReader(source, roots, deadline=deadline)
     checker: _VisitChecker | None = None
     try:
         for raw in reader:
             if checker is None:
-                checker = _start(reader, report)
+                checker = _start(reader, report, received_at)
             if checker is _SKIP:
                 continue  # the header is fatal: only count the records
             visit = checker.check(raw)
             if visit is not None and on_visit is not None:
                 on_visit(visit, report.header)
         if checker is None and reader.header is not None:
-            checker = _start(reader, report)
+            checker = _start(reader, report, received_at)
         report.records = reader.records
         if reader.header is None:
             report.add(Finding("HEADER_MISSING"))
@@ -413,8 +437,8 @@ def inspect_file(source, name: str | None = None, on_visit: VisitSink | None = N
 _SKIP = object()
 
 
-def _start(reader: OscourReader, report: FileReport):
-    report.header = check_header(reader.header, report)
+def _start(reader: OscourReader, report: FileReport, received_at: datetime | None):
+    report.header = check_header(reader.header, report, received_at)
     return _SKIP if report.rejected else _VisitChecker(report.header, report)
 
 

@@ -15,24 +15,17 @@ CREATE TABLE file_day (
     in_period         boolean   NOT NULL,   -- false: only visits dated outside the file's period
     visits            integer   NOT NULL,   -- visits the file brought for that day
     superseded_by     bigint REFERENCES received_file (id),  -- NULL: the day's authority
+    revoked           boolean   NOT NULL DEFAULT false,  -- `rpu files revoke`: never a candidate again
     PRIMARY KEY (received_file_id, day)
 );
 -- One authority per day at most.
-CREATE UNIQUE INDEX file_day_authority ON file_day (finess, ordre, day) WHERE superseded_by IS NULL;
-
--- A file that would empty or halve days we hold waits for the ORU: its bytes are kept here
--- (gzip) until `rpu files apply` or `rpu files discard`.
-CREATE TABLE held_file (
-    received_file_id  bigint PRIMARY KEY REFERENCES received_file (id),
-    content_gzip      bytea  NOT NULL,
-    days              jsonb  NOT NULL       -- [{day, held, brought}] the figures that held it
-);
+CREATE UNIQUE INDEX file_day_authority ON file_day (finess, ordre, day) WHERE superseded_by IS NULL AND NOT revoked;
 
 ALTER TABLE received_file DROP CONSTRAINT received_file_status_check;
 ALTER TABLE received_file ADD CONSTRAINT received_file_status_check
-    CHECK (status IN ('loading', 'loaded', 'duplicate', 'superseded', 'rejected', 'held'));
+    CHECK (status IN ('loading', 'loaded', 'duplicate', 'superseded', 'rejected', 'held', 'revoked'));
 ALTER TABLE received_file
-    ADD COLUMN decided_by       text,          -- `rpu files apply|discard`: who
+    ADD COLUMN decided_by       text,          -- `rpu files apply|discard|revoke`: who
     ADD COLUMN decided_reason   text,          -- and why
     ADD COLUMN decided_at       timestamptz;
 
@@ -76,3 +69,19 @@ UPDATE rpu r SET extensions = (
 )
 WHERE r.extensions_unordered IS NOT NULL;
 ALTER TABLE rpu DROP COLUMN extensions_unordered;
+
+-- Visits a newer file replaced (or that a file brought for a day a newer file rules), kept for
+-- a while so that revoking a wrong file (`rpu files revoke`) restores what the next file in
+-- rank held for its days. Purged after [intake] keep_replaced_days.
+CREATE TABLE rpu_superseded (LIKE rpu);
+ALTER TABLE rpu_superseded ADD COLUMN superseded_at timestamptz NOT NULL DEFAULT now();
+CREATE INDEX rpu_superseded_file ON rpu_superseded (received_file_id, entree);
+CREATE INDEX rpu_superseded_at ON rpu_superseded (superseded_at);
+
+-- A file that would empty or halve days we hold waits for the ORU: its bytes are kept here
+-- (gzip) until `rpu files apply` or `rpu files discard`.
+CREATE TABLE held_file (
+    received_file_id  bigint PRIMARY KEY REFERENCES received_file (id),
+    content_gzip      bytea  NOT NULL,
+    days              jsonb  NOT NULL       -- [{day, held, brought}] the figures that held it
+);

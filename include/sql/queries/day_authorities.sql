@@ -7,3 +7,4 @@ WHERE h.finess = %(finess)s
   AND h.ordre = %(ordre)s
   AND h.day = ANY (%(days)s::date[])
   AND h.superseded_by IS NULL
+  AND NOT h.revoked

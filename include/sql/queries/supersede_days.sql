@@ -5,4 +5,5 @@ WHERE finess = %(finess)s
   AND ordre = %(ordre)s
   AND day = ANY (%(days)s::date[])
   AND superseded_by IS NULL
+  AND NOT revoked
   AND received_file_id <> %(file_id)s
