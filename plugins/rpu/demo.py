@@ -53,6 +53,8 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from rpu.pools import db_pool_slots, pool_set_command
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEZONE = "Europe/Paris"
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
@@ -280,6 +282,9 @@ class AirflowSite:
         """``airflow db migrate``: Airflow's tables and the FAB auth manager's (roles, users)."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], log_dir / "airflow-db-migrate.log")
+        # The pool every per-establishment load takes a slot of (without it they never start).
+        slots = db_pool_slots({**os.environ, **self.extra_env})
+        self.run(pool_set_command(str(Path(sys.executable).parent / "airflow"), slots), log_dir / "airflow-pools.log")
 
     def sync_access(self, log_dir: Path, passwords_file: Path) -> None:
         """Roles and accounts from the region file's ``[access]`` (:func:`rpu.access.sync`)."""
