@@ -77,6 +77,11 @@ def _establishment(finess: str, ordre: int) -> dict:
     return {"finess": finess, "ordre": ordre, "label": finess if ordre == 0 else f"{finess}/{ordre}"}
 
 
+def _all(results) -> list[dict]:
+    """The mapped builds' results (Airflow's lazy sequence: one request for all, a slice)."""
+    return list(results[:]) if results else []
+
+
 def _not_built(planned: list[dict], results) -> list[str]:
     """"FINESS/ORDRE" of the planned establishments whose build task left no result (failed)."""
     done = {(r["finess"], r["ordre"]) for r in results}
@@ -113,7 +118,7 @@ def invs_builds(planned: list[dict] | None, results) -> dict | None:
     None when the plan itself failed."""
     if planned is None:
         return None
-    results = list(results or [])
+    results = _all(results)
     return {"built": [r["send"] for r in results if r["send"]], "errors": _not_built(planned, results)}
 
 
@@ -200,7 +205,7 @@ def atih_builds(planned: list[dict] | None, results) -> dict | None:
     None when the list itself failed."""
     if planned is None:
         return None
-    results = list(results or [])
+    results = _all(results)
     return {
         "built": [r["send"] for r in results if r["outcome"] == atih.BUILT],
         "without_data": [f"{r['finess']}/{r['ordre']}" for r in results if r["outcome"] == atih.WITHOUT_DATA],

@@ -80,7 +80,7 @@ def summarize_task(planned: list[dict] | None, loaded) -> dict:
                                    "aucun fichier n'a été pris.")
     if not planned:
         raise AirflowSkipException("Rien de nouveau dans les dossiers depot/.")
-    results = list(loaded or [])
+    results = list(loaded[:]) if loaded else []  # one request for all (a slice), not one per item
     summary = IngestSummary.merged(results)
     region = glue.region()
     with glue.database() as conn:
