@@ -194,6 +194,22 @@ class IngestSummary:
             "timings": {step: round(seconds, 2) for step, seconds in self.timings.items()},
         }
 
+    @classmethod
+    def merged(cls, parts) -> IngestSummary:
+        """One summary from several ``as_dict()`` (the establishments' loads of one run)."""
+        summary = cls()
+        for part in parts:
+            for name, counts in part["establishments"].items():
+                folder = summary.folder(name)
+                for key, value in counts.items():
+                    setattr(folder, key, getattr(folder, key) + value)
+            for key in ("unknown_folders", "sender_mismatches", "failed"):
+                getattr(summary, key).extend(part[key])
+            summary.seconds = max(summary.seconds, part["seconds"])  # they ran side by side
+            for step, seconds in part["timings"].items():
+                summary.timings[step] = summary.timings.get(step, 0.0) + seconds
+        return summary
+
     def lines(self) -> list[str]:
         totals = self.totals()
         out = [f"{self.files_taken} fichier(s) traité(s) : {totals['loaded']} chargé(s), {totals['rejected']} rejeté(s), "
@@ -219,16 +235,38 @@ def run_ingest(
     now: Callable[[], float] = time.time,
     settle_seconds: int = SETTLE_SECONDS,
 ) -> IngestSummary:
-    """One pass over the inbox. Raises on SFTP or database failure (the task retries); what
-    was committed and moved before stays done."""
+    """One pass over the whole inbox in one process: the listing, then every establishment's
+    files, then the ORU told. Raises on SFTP or database failure; what was committed and moved
+    before stays done. (The rpu_ingest DAG runs the same steps as separate tasks:
+    ``list_inbox`` once, ``load_establishment`` per establishment, ``tell_oru``.)"""
     started = time.monotonic()
     summary = IngestSummary()
+    to_take = list_inbox(conn, inbox, region, summary, now=now, settle_seconds=settle_seconds)
+    take_files(conn, inbox, region, [(folder, f) for folder, files in to_take.items() for f in files], summary)
+    tell_oru(conn, region, summary, notify)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def list_inbox(
+    conn: psycopg.Connection,
+    inbox,
+    region: Region,
+    summary: IngestSummary,
+    *,
+    now: Callable[[], float] = time.time,
+    settle_seconds: int = SETTLE_SECONDS,
+) -> dict[str, list[InboxFile]]:
+    """The stable files of each registered establishment's ``depot/`` (folder → files, oldest
+    first), establishments without one left out. Files still being written are counted in
+    ``summary`` (``waiting``), folders no establishment owns in ``summary.unknown_folders``.
+    What was seen is remembered, so that the next listing can tell a file that stopped changing."""
+    clock = time.monotonic()
     registered = {e.finess for e in region.establishments}
     previous = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT path, size, mtime FROM inbox_listing")}
     conn.commit()
     listing: dict[str, InboxFile] = {}
-    to_take: list[tuple[str, InboxFile]] = []
-    clock = time.monotonic()
+    to_take: dict[str, list[InboxFile]] = {}
     server_now = _server_time(inbox, now)
     for folder in inbox.folders():
         if folder not in registered:
@@ -239,11 +277,28 @@ def run_ingest(
                 continue
             listing[inbox_file.path] = inbox_file
             if _is_stable(inbox_file, previous.get(inbox_file.path), server_now, settle_seconds):
-                to_take.append((folder, inbox_file))
+                to_take.setdefault(folder, []).append(inbox_file)
             else:
                 summary.folder(folder).waiting += 1
+    _remember_listing(conn, listing)
     summary.timings["listing"] += time.monotonic() - clock
+    return to_take
 
+
+def load_establishment(conn: psycopg.Connection, inbox, region: Region, folder: str, files: list[InboxFile],
+                       summary: IngestSummary) -> None:
+    """Take the files ``list_inbox`` found stable in one establishment's ``depot/``: those still
+    there unchanged (a retry after a partial run finds the ones already moved gone). A file
+    that appeared or changed since the listing waits for the next listing."""
+    present = {(f.path, f.size, f.mtime) for f in inbox.files(folder)}
+    take_files(conn, inbox, region, [(folder, f) for f in files if (f.path, f.size, f.mtime) in present], summary)
+
+
+def take_files(conn: psycopg.Connection, inbox, region: Region, to_take: list[tuple[str, InboxFile]],
+               summary: IngestSummary) -> None:
+    """Download, load and archive each file in order; one file's unexpected error leaves it in
+    ``depot/`` (listed in ``summary.failed``) and does not stop the others. Raises when the
+    database or the SFTP server is gone."""
     with tempfile.TemporaryDirectory(prefix="rpu-ingest-") as workdir:
         for folder, inbox_file, local in _downloaded(inbox, to_take, Path(workdir), summary):
             try:
@@ -251,19 +306,14 @@ def run_ingest(
             except Exception as error:  # one file must not stop the others
                 if _connection_lost(error) or not _alive(inbox):
                     raise  # the database or the SFTP server is gone: the task retries
-                # The file stays in depot/ and is tried again next run; the operator is
-                # alerted at the end of this run. No content of the file is logged.
+                # The file stays in depot/ and is tried again; the operator is alerted when
+                # the task fails. No content of the file is logged.
                 log.error("%s : échec inattendu (%s), fichier laissé dans depot/", inbox_file.path,
                           type(error).__name__)
                 summary.failed.append(inbox_file.path)
                 continue
             finally:
                 local.unlink(missing_ok=True)
-            listing.pop(inbox_file.path, None)
-    _remember_listing(conn, listing)
-    _tell_oru(conn, region, summary, notify)
-    summary.seconds = time.monotonic() - started
-    return summary
 
 
 def _server_time(inbox, now: Callable[[], float]) -> float:
@@ -422,7 +472,7 @@ def _remember_listing(conn, listing: dict[str, InboxFile]) -> None:
                 copy.write_row((inbox_file.path, inbox_file.size, inbox_file.mtime))
 
 
-def _tell_oru(conn, region: Region, summary: IngestSummary, notify: Notify | None) -> None:
+def tell_oru(conn, region: Region, summary: IngestSummary, notify: Notify | None) -> None:
     """Sender mismatches every time; a folder no establishment owns, once (marked only after
     the e-mail went, so a failed e-mail is sent again next run)."""
     with conn.transaction():
