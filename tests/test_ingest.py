@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -206,6 +207,32 @@ def test_same_file_twice_and_an_older_extract(airflow_db, region_file, regional_
     drop(root, finess, "nuit1.xml", extract=datetime(2026, 11, 28, 2, 30), seed=8)
     run(ingest_dag)
     assert (root / finess / "traites" / "nuit1.1.xml").exists()
+
+
+def test_a_file_that_would_empty_the_week_waits_for_the_oru(airflow_db, region_file, regional_db, clean_sftp,
+                                                            mailbox, ingest_dag):
+    root = clean_sftp.root
+    finess = ESTABLISHMENTS[9]["finess"]
+    drop(root, finess, "nuit1.xml", extract=datetime(2026, 11, 27, 2, 30))
+    run(ingest_dag)
+    with psycopg.connect(regional_db) as conn:
+        held_before = conn.execute("SELECT count(*) FROM rpu").fetchone()[0]
+    # The next night's export ran on an empty view: a valid header, no PATIENT.
+    drop(root, finess, "vide.xml", extract=datetime(2026, 11, 28, 2, 30), visits_per_day=0)
+    dag_run = run(ingest_dag)
+    assert dag_run.state == "success", task_states(dag_run)
+    assert [(r[1], r[2]) for r in journal(regional_db)] == [("nuit1.xml", "loaded"), ("vide.xml", "held")]
+    with psycopg.connect(regional_db) as conn:
+        assert conn.execute("SELECT count(*) FROM rpu").fetchone()[0] == held_before  # nothing wiped
+    waiting = root / finess / "attente"
+    assert sorted(p.name for p in waiting.iterdir()) == ["vide.xml", "vide.xml.rapport.txt"]
+    report = (waiting / "vide.xml.rapport.txt").read_text(encoding="utf-8")
+    assert "EN ATTENTE" in report and "rien n'a été appliqué" in report
+    assert re.search(r"le 20/11 : \d+ passages détenus, 0 dans ce fichier", report)
+    mail = mailbox.wait_for(lambda m: "vide.xml" in m.get_content())
+    body = mail.get_content()
+    assert OPERATOR in mail["To"] and "rpu files apply" in body
+    assert re.search(r"20/11/2026 : \d+ passage\(s\) détenu\(s\), 0 dans ce fichier", body)
 
 
 class _FailingInbox(SftpInbox):

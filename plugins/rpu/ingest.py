@@ -5,6 +5,8 @@ The inbox layout (what an establishment's IT is told)::
     <FINESS>/depot/     the establishment drops its files here
     <FINESS>/traites/   files loaded (or recognised as already received), with their report
     <FINESS>/rejetes/   files refused, each with <name>.rapport.txt saying why
+    <FINESS>/attente/   files held for the ORU (they would empty or halve days we hold): nothing
+                        applied; the ORU applies them (``rpu files apply``) or sets them aside
 
 For each stable file of each registered establishment's ``depot/``: download, check the
 sender, load it in one transaction, and only after the commit move it to ``traites/`` or
@@ -42,7 +44,7 @@ from rpu.rules import Finding
 
 log = logging.getLogger(__name__)
 
-DEPOT, PROCESSED, REJECTED = "depot", "traites", "rejetes"
+DEPOT, PROCESSED, REJECTED, HELD = "depot", "traites", "rejetes", "attente"
 REPORT_SUFFIX = ".rapport.txt"
 # Names that producers and SFTP clients use while a file is still being written.
 _TEMPORARY_SUFFIXES = (".part", ".tmp", ".temp", ".filepart", ".partial", ".crdownload", "~")
@@ -144,12 +146,13 @@ class FolderSummary:
     rejected: int = 0
     duplicate: int = 0
     superseded: int = 0
+    held: int = 0
     visits_loaded: int = 0
     waiting: int = 0  # files still being written, left for the next run
 
     @property
     def taken(self) -> int:
-        return self.loaded + self.rejected + self.duplicate + self.superseded
+        return self.loaded + self.rejected + self.duplicate + self.superseded + self.held
 
 
 @dataclass
@@ -158,6 +161,7 @@ class IngestSummary:
     unknown_folders: list[str] = field(default_factory=list)
     sender_mismatches: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # files left in depot/ after an unexpected error
+    held: list[LoadResult] = field(default_factory=list)  # files held for the ORU this run
     seconds: float = 0.0
     # Where the run's time went: listing, download, load (validation + database), archive.
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("listing", "download", "load", "archive"), 0.0))
@@ -174,12 +178,13 @@ class IngestSummary:
         return sum(f.visits_loaded for f in self.folders.values())
 
     def totals(self) -> dict:
-        keys = ("loaded", "rejected", "duplicate", "superseded", "visits_loaded", "waiting")
+        keys = ("loaded", "rejected", "duplicate", "superseded", "held", "visits_loaded", "waiting")
         return {k: sum(getattr(f, k) for f in self.folders.values()) for k in keys}
 
     def as_dict(self) -> dict:
         return {
             "totals": self.totals(),
+            "held": [f"{result.file} (n°{result.received_file_id})" for result in self.held],
             "establishments": {name: vars(summary) for name, summary in sorted(self.folders.items()) if summary.taken
                                or summary.waiting},
             "unknown_folders": self.unknown_folders,
@@ -208,7 +213,7 @@ class IngestSummary:
     def lines(self) -> list[str]:
         totals = self.totals()
         out = [f"{self.files_taken} fichier(s) traité(s) : {totals['loaded']} chargé(s), {totals['rejected']} rejeté(s), "
-               f"{totals['duplicate']} doublon(s), {totals['superseded']} dépassé(s) ; "
+               f"{totals['duplicate']} doublon(s), {totals['superseded']} dépassé(s), {totals['held']} en attente ; "
                f"{totals['visits_loaded']} passages chargés ; {totals['waiting']} en cours de dépôt ; {self.seconds:.1f} s",
                "durées : " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in self.timings.items())]
         for name, f in sorted(self.folders.items()):
@@ -382,7 +387,7 @@ def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, local
     clock = time.monotonic()
     extra = _sender_check(region, folder, local)
     try:
-        result = load_file(conn, local, sender=folder, name=name, extra_findings=extra)
+        result = load_file(conn, local, sender=folder, name=name, extra_findings=extra, guard=region.volume_guard)
     except BaseException:
         conn.rollback()
         raise
@@ -390,7 +395,7 @@ def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, local
     summary.timings["load"] += time.monotonic() - clock
     clock = time.monotonic()
     # Committed: only now does the file leave depot/.
-    target_folder = posixpath.join(folder, REJECTED if result.status == "rejected" else PROCESSED)
+    target_folder = posixpath.join(folder, {"rejected": REJECTED, "held": HELD}.get(result.status, PROCESSED))
     inbox.ensure_folder(target_folder)
     target = _free_name(inbox, target_folder, name)
     report = _report_text(result)
@@ -398,6 +403,8 @@ def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, local
         inbox.write_text(target + REPORT_SUFFIX, report)
     inbox.move(inbox_file.path, target)
     summary.timings["archive"] += time.monotonic() - clock
+    if result.status == "held":
+        summary.held.append(result)
     if extra and result.status == "rejected":
         summary.sender_mismatches.append(f"{folder}/{DEPOT}/{name} : FINESS d'en-tête {extra[0].value}")
     folder_summary = summary.folder(folder)
@@ -421,12 +428,29 @@ def _sender_check(region: Region, folder: str, local: Path) -> list[Finding]:
 
 def _report_text(result: LoadResult) -> str | None:
     report = result.report
-    if result.status in ("duplicate", "superseded"):
-        return (f"Fichier : {result.file}\n\nVerdict : {'DOUBLON' if result.status == 'duplicate' else 'DÉPASSÉ'}\n"
-                f"{result.reason}\n")
-    if report and needs_report(report):
-        return format_report(report, outcome="chargé" if result.status == "loaded" else None)
+    verdicts = {"duplicate": "DOUBLON", "superseded": "DÉPASSÉ", "held": "EN ATTENTE"}
+    if result.status in verdicts:
+        return f"Fichier : {result.file}\n\nVerdict : {verdicts[result.status]}\n{result.reason}\n"
+    partial = result.status == "loaded" and bool(result.days_not_applied)
+    if report and (needs_report(report) or partial):
+        return format_report(report, outcome="chargé" if result.status == "loaded" else None,
+                             applied=result.reason if result.status == "loaded" else None)
     return None
+
+
+def held_lines(held: list[LoadResult]) -> list[str]:
+    """The ORU's part about held files: which, the figures per day, the two commands."""
+    lines = ["Fichiers mis en attente (rien n'a été appliqué) : ils retireraient des passages que la base détient."]
+    for result in held:
+        header = result.report.header
+        lines.append(f"  - n°{result.received_file_id} « {result.file} », FINESS {header.finess}/{header.ordre}, "
+                     f"période du {header.period_start:%d/%m/%Y} au {header.period_end:%d/%m/%Y} :")
+        for day in result.held_days:
+            lines.append(f"      {day.day:%d/%m/%Y} : {day.held} passage(s) détenu(s), {day.brought} dans ce fichier")
+    lines += ["Vérifiez avec l'établissement (export lancé sur une vue vide ? unité fermée ?), puis :",
+              '  rpu files apply N --reason "..."    (appliquer malgré tout, décision journalisée)',
+              '  rpu files discard N --reason "..."  (écarter le fichier)', ""]
+    return lines
 
 
 def _free_name(inbox, folder: str, name: str) -> str:
@@ -458,9 +482,11 @@ def tell_oru(conn, region: Region, summary: IngestSummary, notify: Notify | None
         new_unknown = [row[0] for row in conn.execute(
             "SELECT folder FROM inbox_unknown_folder WHERE notified_at IS NULL AND folder = ANY(%s) ORDER BY folder",
             (summary.unknown_folders,))]
-    if not (new_unknown or summary.sender_mismatches) or notify is None:
+    if not (new_unknown or summary.sender_mismatches or summary.held) or notify is None:
         return
     lines = []
+    if summary.held:
+        lines += held_lines(summary.held)
     if summary.sender_mismatches:
         lines.append("Fichiers rejetés car leur FINESS d'en-tête n'est pas celui du dossier de dépôt (SENDER_MISMATCH) :")
         lines += [f"  - {item}" for item in summary.sender_mismatches]

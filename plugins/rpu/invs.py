@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from rpu import sends
+from rpu import schemas, sends
 from rpu.extract import visits_for
 from rpu.model import Header
 from rpu.oscour_writer import write_oscour
@@ -70,8 +70,9 @@ def build_oscour(conn: psycopg.Connection, finess: str, ordre: int, start: date,
     and return its number of visits.
 
     Header: DATEDEBUT/DATEFIN = the period, EXTRACT = ``extract`` (default: now, Europe/Paris).
-    The file is written under a temporary name beside ``out_path``, owner-only, then renamed:
-    ``out_path`` is never seen half-written. On error nothing is left behind."""
+    The file is written under a temporary name beside ``out_path``, owner-only, checked
+    against the OSCOUR schema (``rpu.schemas``), then renamed: ``out_path`` is never seen
+    half-written nor invalid. On error nothing is left behind."""
     if end < start:
         raise ValueError(f"période inversée : {start} → {end}")
     header = Header("OSCOUR", finess, ordre, extract or local_now(), start, end)
@@ -83,6 +84,7 @@ def build_oscour(conn: psycopg.Connection, finess: str, ordre: int, start: date,
             count = write_oscour(stream, header, visits)
             stream.flush()
             os.fsync(stream.fileno())
+        schemas.check(temporary, schemas.OSCOUR)
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
