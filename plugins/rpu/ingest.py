@@ -162,6 +162,9 @@ class IngestSummary:
     sender_mismatches: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # files left in depot/ after an unexpected error
     held: list[LoadResult] = field(default_factory=list)  # files held for the ORU this run
+    # The same as they survive as_dict(), for a merged summary: names, and the ORU's e-mail lines.
+    held_names: list[str] = field(default_factory=list)
+    held_described: list[str] = field(default_factory=list)
     seconds: float = 0.0
     # Where the run's time went: listing, download, load (validation + database), archive.
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("listing", "download", "load", "archive"), 0.0))
@@ -184,7 +187,8 @@ class IngestSummary:
     def as_dict(self) -> dict:
         return {
             "totals": self.totals(),
-            "held": [f"{result.file} (n°{result.received_file_id})" for result in self.held],
+            "held": [f"{result.file} (n°{result.received_file_id})" for result in self.held] + self.held_names,
+            "held_described": self.described_held(),
             "establishments": {name: vars(summary) for name, summary in sorted(self.folders.items()) if summary.taken
                                or summary.waiting},
             "unknown_folders": self.unknown_folders,
@@ -193,6 +197,10 @@ class IngestSummary:
             "seconds": round(self.seconds, 2),
             "timings": {step: round(seconds, 2) for step, seconds in self.timings.items()},
         }
+
+    def described_held(self) -> list[str]:
+        """The held files' lines of the ORU's e-mail (this summary's own and those merged in)."""
+        return [line for result in self.held for line in describe_held(result)] + self.held_described
 
     @classmethod
     def merged(cls, parts) -> IngestSummary:
@@ -203,8 +211,9 @@ class IngestSummary:
                 folder = summary.folder(name)
                 for key, value in counts.items():
                     setattr(folder, key, getattr(folder, key) + value)
-            for key in ("unknown_folders", "sender_mismatches", "failed"):
-                getattr(summary, key).extend(part[key])
+            for key in ("unknown_folders", "sender_mismatches", "failed", "held_described"):
+                getattr(summary, key).extend(part.get(key, []))
+            summary.held_names.extend(part.get("held", []))
             summary.seconds = max(summary.seconds, part["seconds"])  # they ran side by side
             for step, seconds in part["timings"].items():
                 summary.timings[step] = summary.timings.get(step, 0.0) + seconds
@@ -438,15 +447,21 @@ def _report_text(result: LoadResult) -> str | None:
     return None
 
 
-def held_lines(held: list[LoadResult]) -> list[str]:
-    """The ORU's part about held files: which, the figures per day, the two commands."""
+def describe_held(result: LoadResult) -> list[str]:
+    """One held file in the ORU's e-mail: which, and the figures per day."""
+    header = result.report.header
+    lines = [f"  - n°{result.received_file_id} « {result.file} », FINESS {header.finess}/{header.ordre}, "
+             f"période du {header.period_start:%d/%m/%Y} au {header.period_end:%d/%m/%Y} :"]
+    for day in result.held_days:
+        lines.append(f"      {day.day:%d/%m/%Y} : {day.held} passage(s) détenu(s), {day.brought} dans ce fichier")
+    return lines
+
+
+def held_lines(described: list[str]) -> list[str]:
+    """The ORU's part about held files (``describe_held`` of each): which, the figures per day,
+    the two commands."""
     lines = ["Fichiers mis en attente (rien n'a été appliqué) : ils retireraient des passages que la base détient."]
-    for result in held:
-        header = result.report.header
-        lines.append(f"  - n°{result.received_file_id} « {result.file} », FINESS {header.finess}/{header.ordre}, "
-                     f"période du {header.period_start:%d/%m/%Y} au {header.period_end:%d/%m/%Y} :")
-        for day in result.held_days:
-            lines.append(f"      {day.day:%d/%m/%Y} : {day.held} passage(s) détenu(s), {day.brought} dans ce fichier")
+    lines += described
     lines += ["Vérifiez avec l'établissement (export lancé sur une vue vide ? unité fermée ?), puis :",
               '  rpu files apply N --reason "..."    (appliquer malgré tout, décision journalisée)',
               '  rpu files discard N --reason "..."  (écarter le fichier)', ""]
@@ -482,11 +497,12 @@ def tell_oru(conn, region: Region, summary: IngestSummary, notify: Notify | None
         new_unknown = [row[0] for row in conn.execute(
             "SELECT folder FROM inbox_unknown_folder WHERE notified_at IS NULL AND folder = ANY(%s) ORDER BY folder",
             (summary.unknown_folders,))]
-    if not (new_unknown or summary.sender_mismatches or summary.held) or notify is None:
+    held = summary.described_held()
+    if not (new_unknown or summary.sender_mismatches or held) or notify is None:
         return
     lines = []
-    if summary.held:
-        lines += held_lines(summary.held)
+    if held:
+        lines += held_lines(held)
     if summary.sender_mismatches:
         lines.append("Fichiers rejetés car leur FINESS d'en-tête n'est pas celui du dossier de dépôt (SENDER_MISMATCH) :")
         lines += [f"  - {item}" for item in summary.sender_mismatches]
