@@ -59,6 +59,15 @@ def bench_region(establishments: list[dict]) -> region_config.Region:
     })
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat: the loaders,
+    PostgreSQL and the SFTP server all count (and anything else running)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields) - idle) / ticks, sum(fields) / ticks
+
+
 def sftp_session(port: int) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
     transport = paramiko.Transport(("127.0.0.1", port))
     transport.connect(username=SFTP_USER, password=SFTP_PASSWORD)
@@ -110,6 +119,7 @@ def one_night(template: Path, establishments: list[dict], workers: int) -> dict:
             for _ in processes:
                 ready.get(timeout=120)
             started = time.perf_counter()
+            busy_before, _ = machine_busy()
             listing = IngestSummary()
             transport, sftp = sftp_session(server.port)
             try:
@@ -123,6 +133,7 @@ def one_night(template: Path, establishments: list[dict], workers: int) -> dict:
                 todo.put(None)
             done = [results.get() for _ in processes]
             seconds = time.perf_counter() - started
+            busy = machine_busy()[0] - busy_before
             for process in processes:
                 process.join()
             with psycopg.connect(url) as conn:
@@ -136,7 +147,7 @@ def one_night(template: Path, establishments: list[dict], workers: int) -> dict:
         raise SystemExit(f"run with {workers} loader(s) is wrong: {loaded} loaded of {len(to_take)} "
                          f"({per_file} journal rows), failed: {summary.failed}")
     return {"workers": workers, "seconds": seconds, "summary": summary, "loaders": done,
-            "listing": listing.timings["listing"]}
+            "listing": listing.timings["listing"], "cores_busy": busy / seconds}
 
 
 def generate(root: Path, establishments: list[dict], visits_per_day: float) -> int:
@@ -157,7 +168,8 @@ def report(run: dict) -> None:
     seconds = run["seconds"]
     print(f"  {run['workers']} loader(s): {seconds:.1f} s wall, {totals['loaded']} files, "
           f"{totals['visits_loaded']:,} visits ({totals['visits_loaded'] / seconds:,.0f} visits/s); "
-          f"listing {run['listing']:.1f} s")
+          f"listing {run['listing']:.1f} s; cores busy {run['cores_busy']:.2f} of {os.cpu_count()} "
+          "(loaders + PostgreSQL + SFTP server)")
     for loader_run in sorted(run["loaders"], key=lambda d: d["pid"]):
         part = loader_run["summary"]
         taken = sum(f["loaded"] + f["rejected"] + f["duplicate"] + f["superseded"]

@@ -415,8 +415,9 @@ def _is_stable(inbox_file: InboxFile, previous: tuple[int, int] | None, now: flo
 def _downloaded(inbox, to_take: list[tuple[str, InboxFile]], workdir: Path, summary: IngestSummary):
     """Yield (folder, file, local copy) in order, each file downloaded while the previous one is
     being loaded: on a second SFTP channel of the same connection when the inbox offers one
-    (a paramiko SFTP client serves one request at a time), else one after the other."""
-    ahead = inbox.second_channel() if hasattr(inbox, "second_channel") else None
+    (a paramiko SFTP client serves one request at a time), else one after the other. A single
+    file (one establishment's night, the usual ``load``) has nothing to overlap: no second channel."""
+    ahead = inbox.second_channel() if hasattr(inbox, "second_channel") and len(to_take) > 1 else None
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rpu-download") as pool:
             pending: deque = deque()
