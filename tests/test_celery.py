@@ -80,9 +80,23 @@ def celery_site(tmp_path, fresh_database_url, clean_sftp, smtp_sink, celery_brok
         stop_groups([process for process, _ in started.values()], timeout=20,
                     popens=[popen for _, popen in started.values()])
         left = [name for name, (process, _) in started.items() if process.alive()]
+        _forget_queue(celery_broker_url, celery.queue)
         for name in ("scheduler", "worker-1", "worker-2"):
             print(f"--- {name}.log (fin)\n{tail(logs / f'{name}.log', 15)}")
         assert not left, f"still running after stop: {left}"
+
+
+def _forget_queue(broker_url: str, queue: str) -> None:
+    """Remove what this run's queue left in the tests' Redis database (kombu's bindings)."""
+    import redis
+
+    client = redis.Redis.from_url(broker_url)
+    try:
+        keys = list(client.scan_iter(match=f"*{queue}*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
 
 
 @pytest.mark.timeout(420)
