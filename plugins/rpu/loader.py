@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 from rpu.model import Visit
 from rpu.rules import FILE, RULES, Finding
 from rpu.store import query
+from rpu.timeliness import record_reception
 from rpu.validation import FileReport, inspect_file
 
 RPU_COLUMNS = (
@@ -124,6 +125,8 @@ def load_file(
             _insert_findings(conn, file_id, report.file_findings)
         result = LoadResult(name, status, file_id, report, replaced_records=replaced, same_as=same_as,
                             same_as_name=same_as_name, same_as_at=same_as_at, outside_period_dropped=outside_dropped)
+        if status == "loaded":
+            record_reception(conn, scope)  # timeliness: the first file that held each visit
         conn.execute(query("close_received_file"), _journal_row(file_id, status, report, result))
         return result
 
