@@ -46,6 +46,13 @@ région pour le changer) ; un établissement en intégration ou en parallèle n'
 - **`export` en échec** : base injoignable, disque plein sous `exports_dir`, configuration de
   région invalide (message dans le journal de la tâche, aucune donnée patient n'y figure).
   Corrigez puis relancez (*Clear*) : aucun fichier partiel n'est journalisé.
+
+#### Surveillance
+
+La dernière tâche, `heartbeat`, s'exécute quand tout le reste a réussi (ou n'avait rien à faire) :
+elle inscrit l'exécution réussie (lue par `rpu health`) et appelle l'adresse `[monitoring]
+heartbeat_url` de la région si elle existe. Elle n'échoue jamais ; si les appels cessent, le service
+de surveillance prévient l'ORU.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 from rpu.airflow_glue import SCHEDULE_TIMEZONE, default_args
+from rpu.feedback_tasks import add_heartbeat
 
 
 @dag(
@@ -90,4 +98,4 @@ def rpu_ars_daily():
     export() >> deliver()
 
 
-rpu_ars_daily()
+add_heartbeat(rpu_ars_daily())

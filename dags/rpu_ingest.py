@@ -37,6 +37,13 @@ passages chargés.
   configuration de la région (`rpu establishments sync`) ou corrigez le dépôt.
 - **Échec inattendu sur un fichier** : le fichier reste dans `depot/`, les autres sont traités, puis
   la tâche échoue pour alerter ; lisez le journal de la tâche (aucune donnée patient n'y figure).
+
+#### Surveillance
+
+La dernière tâche, `heartbeat`, s'exécute quand tout le reste a réussi (ou n'avait rien à faire) :
+elle inscrit l'exécution réussie (lue par `rpu health`) et appelle l'adresse `[monitoring]
+heartbeat_url` de la région si elle existe. Elle n'échoue jamais ; si les appels cessent, le service
+de surveillance prévient l'ORU.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from datetime import datetime
 from airflow.sdk import dag, task
 
 from rpu.airflow_glue import RPU_TABLE, default_args
+from rpu.feedback_tasks import add_heartbeat
 
 
 @dag(
@@ -88,4 +96,4 @@ def rpu_ingest():
     report_failures(summary)
 
 
-rpu_ingest()
+add_heartbeat(rpu_ingest())

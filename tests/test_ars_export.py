@@ -390,7 +390,8 @@ def test_dag_with_the_ars_server_down_fails_then_the_next_run_delivers_the_same_
     clean_sftp.stop()
     run = ars_dag.test(logical_date=paris(EXPORT_DAY, 6))
     assert run.state == "failed"
-    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"export": "success", "deliver": "failed"}
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"export": "success", "deliver": "failed",
+                                                                         "heartbeat": "upstream_failed"}
     failed = ars_sends(dag_env)
     assert [(s.status, s.attempts) for s in failed] == [("failed", 1)] * 3
     assert all("injoignable" in s.remote_answer for s in failed)

@@ -347,7 +347,8 @@ def test_dag_parses_with_params_doc_and_schedule():
     assert "Syrius" in dag.doc_md and "En cas d'échec" in dag.doc_md and "Relancer un mois" in dag.doc_md
     assert set(dag.params.keys()) == {"year", "month"} and dag.max_active_runs == 1
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 6 * * *", "Europe/Paris")
-    assert {t.task_id for t in dag.tasks} == {"plan_month", "build_files", "deliver", "reconcile"}
+    assert {t.task_id for t in dag.tasks} == {"plan_month", "build_files", "deliver", "reconcile",
+                                                "heartbeat"}
 
 
 def test_dag_january_run_then_month_reruns(airflow_db, conn, region, tmp_path, syrius, mailbox):
@@ -426,7 +427,7 @@ def test_dag_unknown_finess_is_refused_and_reported(airflow_db, conn, region, tm
     run = _dag("rpu_atih_monthly").test(logical_date=datetime(2027, 2, 11, 5, 0, tzinfo=UTC))
     assert run.state == "failed"
     assert states(run) == {"plan_month": "success", "build_files": "success", "deliver": "failed",
-                           "reconcile": "failed"}
+                           "reconcile": "failed", "heartbeat": "upstream_failed"}
     by_finess = {s.finess: s for s in atih_sends(conn)}
     assert (by_finess[ALPHA["finess"]].status, by_finess[ALPHA["finess"]].month) == ("sent", 1)
     bravo = by_finess[BRAVO["finess"]]

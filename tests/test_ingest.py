@@ -91,7 +91,8 @@ def test_a_night_of_twenty_establishments(airflow_db, region_file, regional_db, 
     dag_run = run(ingest_dag)
     assert dag_run.state == "success", task_states(dag_run)
     assert task_states(dag_run) == {"sync_registry": "success", "ingest_files": "success",
-                                    "announce_new_data": "success", "report_failures": "success"}
+                                    "announce_new_data": "success", "report_failures": "success",
+                                    "heartbeat": "success"}
     rows = journal(regional_db)
     assert len(rows) == 20 and {r[2] for r in rows} == {"loaded"}
     for establishment in ESTABLISHMENTS:

@@ -246,7 +246,7 @@ def test_dag_parses_with_its_doc_schedule_and_alerting():
     dag = _dag("rpu_invs_daily")
     assert "Santé publique France" in dag.doc_md and "En cas d'échec" in dag.doc_md
     assert dag.max_active_runs == 1 and {"rpu", "invs"} <= set(dag.tags)
-    assert [t.task_id for t in dag.topological_sort()] == ["build_sends", "deliver"]
+    assert [t.task_id for t in dag.topological_sort()] == ["build_sends", "deliver", "heartbeat"]
     assert dag.task_dict["deliver"].trigger_rule == "all_done"  # earlier days' sends go even if the build fails
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("30 5 * * *", "Europe/Paris")
     assert all(t.on_failure_callback for t in dag.tasks)
@@ -270,7 +270,8 @@ def test_dag_run_destination_down_then_back_sends_exactly_once(airflow_db, conn,
         clean_sftp.start()
     assert run.state == DagRunState.FAILED
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {"build_sends": TaskInstanceState.SUCCESS, "deliver": TaskInstanceState.FAILED}
+    assert states == {"build_sends": TaskInstanceState.SUCCESS, "deliver": TaskInstanceState.FAILED,
+                      "heartbeat": TaskInstanceState.UPSTREAM_FAILED}
     [send] = invs_sends(conn)
     assert (send.finess, send.status, send.attempts, send.sent_at) == (LIVE["finess"], "failed", 1, None)
     assert "injoignable" in send.remote_answer
@@ -318,7 +319,8 @@ def test_dag_delivers_earlier_pending_sends_when_build_sends_fails(airflow_db, c
     run = dag.test(logical_date=datetime(2026, 3, 9, 4, 30, tzinfo=UTC))
     assert run.state == DagRunState.FAILED
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {"build_sends": TaskInstanceState.FAILED, "deliver": TaskInstanceState.FAILED}
+    assert states == {"build_sends": TaskInstanceState.FAILED, "deliver": TaskInstanceState.FAILED,
+                      "heartbeat": TaskInstanceState.UPSTREAM_FAILED}
     [send] = invs_sends(conn)
     assert (send.id, send.status, send.attempts) == (earlier.id, "sent", 1)
     assert [p.name for p in clean_sftp.root.iterdir()] == [earlier.file_name]
