@@ -18,7 +18,10 @@ précédente).
    - `rapport_<REGION>_<aaaammjj>.html` : rapport autonome (s'ouvre hors ligne dans un navigateur) :
      activité quotidienne des 8 dernières semaines, exhaustivité et exploitabilité FEDORU par champ
      et établissement (vert ≥ 80 %), répartition CCMU, pyramide des âges, durées de passage,
-     fichiers reçus et rejetés.
+     fichiers reçus et rejetés, délais de transmission (tableau et graphique) ;
+   - `delais_<REGION>_<aaaa>_<aaaammjj>.csv` (compagnon du CSV) : par établissement et par jour d'entrée,
+     le nombre de RPU, le délai médian sortie → réception par le concentrateur et la part reçue dans
+     les 24 h et 48 h, puis réception → envoi à Santé publique France (mêmes mesures).
 
    Les fichiers sont gardés (lisibles par le seul compte du service) sous `<exports_dir>/ars/` et
    inscrits au **journal des envois** (table `send`, destination `ars`). Si l'export du jour existe

@@ -9,8 +9,9 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from lxml import html as lxml_html
 
-from rpu import generator, invs, registry, sends, timeliness
+from rpu import ars_export, establishment_report, generator, invs, registry, sends, timeliness
 from rpu import region as region_config
 from rpu.loader import load_file
 from rpu.local_services import postgres_airflow_connection
@@ -118,6 +119,19 @@ def test_known_delays_from_exit_to_reception_then_to_santé_publique_france(conn
     assert live.delivery_24h == 1.0
     assert data.of((PARALLEL["finess"], 0)).delivered == 0
     assert data.of(None).visits == 3 and data.of(None).delivered == 2
+
+    # Both reports show these figures: the establishment's own page, and the ARS report's table.
+    page = establishment_report.build(conn, region, LIVE["finess"], 0, start, now.date())
+    tree = lxml_html.fromstring(page.html)
+    assert tree.get_element_by_id("delai-median").text_content() == "30\u00a0h\u00a030"  # (9 h + 52 h) / 2
+    assert tree.get_element_by_id("part-24h").text_content() == "50\u00a0%"
+    built = ars_export.build(conn, region, ars_export.ExportPeriod(now.date() + timedelta(days=1)), tmp_path / "ars")
+    report = lxml_html.fromstring(next(f for f in built if f.kind == "html").path.read_text(encoding="utf-8"))
+    [row] = [tr for tr in report.get_element_by_id("delais").xpath(".//tr") if LIVE["finess"] in tr.text_content()]
+    cells = [td.text_content() for td in row.xpath("./td")]
+    assert cells[1:5] == ["2", "30\u00a0h\u00a030", "50,0\u00a0%", "50,0\u00a0%"]
+    assert cells[5] == "2" and cells[7] == "100,0\u00a0%"  # both delivered within 24 h of their reception
+    assert PARALLEL["finess"] not in report.get_element_by_id("delais").text_content()  # not exported
 
     # A second delivery of the same period (a replay) does not move the first delivery time.
     assert timeliness.record_delivery(conn, delivered.id) == 0

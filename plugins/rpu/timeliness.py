@@ -103,6 +103,8 @@ def summary(conn: psycopg.Connection, start: date, end: date, *, timezone: str, 
     rows: dict[tuple[Key | None, date | None], Timeliness] = {}
     for (row_finess, row_ordre, row_bucket, visits, a_med, a24, a48, delivered, d_med, d24,
          d48) in conn.execute(query("timeliness"), params):
+        if not visits:  # the grand total of an empty scope
+            continue
         key = None if row_finess is None else (row_finess, int(row_ordre))
         rows[(key, row_bucket)] = Timeliness(int(visits), _float(a_med), _float(a24), _float(a48), int(delivered),
                                              _float(d_med), _float(d24), _float(d48))
