@@ -33,11 +33,11 @@ def record_reception(conn: psycopg.Connection, scope: dict) -> None:
     """Record the visits a file just loaded supplied. ``scope`` names the file and its period:
     ``file_id``, ``finess``, ``ordre``, ``period_start``, ``period_end_exclusive`` (the loader's
     replace scope). Visits kept outside the period (``ENTREE_OUTSIDE_PERIOD``) are included."""
-    outside = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM record_issue WHERE received_file_id = %s AND rule = 'ENTREE_OUTSIDE_PERIOD')",
-        (scope["file_id"],)).fetchone()[0]
+    received_at, outside = conn.execute(
+        "SELECT received_at, EXISTS (SELECT 1 FROM record_issue WHERE received_file_id = %(id)s"
+        " AND rule = 'ENTREE_OUTSIDE_PERIOD') FROM received_file WHERE id = %(id)s", {"id": scope["file_id"]}).fetchone()
     bounds = {
-        "file_id": scope["file_id"], "finess": scope["finess"], "ordre": scope["ordre"],
+        "file_id": scope["file_id"], "received_at": received_at, "finess": scope["finess"], "ordre": scope["ordre"],
         "start": datetime.min if outside else scope["period_start"],
         "end": datetime.max if outside else scope["period_end_exclusive"],
     }

@@ -3,30 +3,31 @@
 
 -- One row per visit held in rpu, filled at load (the first file that held it) and at send (the
 -- first delivery to Santé publique France that carried it). The format has no visit identifier:
--- a visit is recognised from one file to the next by (FINESS, ORDRE, ENTREE, NAISSANCE, SEXE)
--- and its rank among identical ones (visit_key, a digest: no birth date is stored here).
+-- a visit is recognised from one file to the next by (FINESS, ORDRE, ENTREE), a digest of
+-- (NAISSANCE, SEXE) (no birth date is stored here) and its rank among identical ones.
 CREATE TABLE visit_timeliness (
     finess              char(9)     NOT NULL,
     ordre               smallint    NOT NULL,
     entree              timestamp   NOT NULL,   -- local time, as in rpu
-    visit_key           text        NOT NULL,
+    person              bigint      NOT NULL,   -- hashtextextended(NAISSANCE|SEXE, 0)
+    rank                smallint    NOT NULL,   -- 1, 2... among visits with the same key in a file
     exit_at             timestamp   NOT NULL,   -- SORTIE, else ENTREE (local time), as last received
-    first_file_id       bigint      NOT NULL REFERENCES received_file (id),
+    first_file_id       bigint      NOT NULL,   -- integrity kept by the loader (no FK: load speed)
     first_received_at   timestamptz NOT NULL,   -- when the concentrator took that first file
-    last_file_id        bigint      NOT NULL,
-    invs_send_id        bigint REFERENCES send (id),
+    last_file_id        bigint      NOT NULL,   -- the latest file that held it
+    invs_send_id        bigint,                 -- the send (no FK: load speed)
     invs_sent_at        timestamptz,            -- first delivery to Santé publique France
-    PRIMARY KEY (finess, ordre, entree, visit_key)
-);
+    PRIMARY KEY (finess, ordre, entree, person, rank)
+) WITH (fillfactor = 70);  -- room for the nightly in-place (HOT) updates of exit_at and last_file_id
 
 -- Backfill: visits already held get the reception of the file that holds them now (the best
 -- known; their earlier files are not re-read), and the first invs send built after it.
-INSERT INTO visit_timeliness (finess, ordre, entree, visit_key, exit_at, first_file_id, first_received_at,
+INSERT INTO visit_timeliness (finess, ordre, entree, person, rank, exit_at, first_file_id, first_received_at,
                               last_file_id)
 SELECT r.finess, r.ordre, r.entree,
-       md5(concat_ws('|', coalesce(r.naissance::text, ''), coalesce(r.sexe, ''))) || ':'
-           || row_number() OVER (PARTITION BY r.finess, r.ordre, r.entree, r.naissance, r.sexe
-                                 ORDER BY r.received_file_id, r.record_no),
+       hashtextextended(concat_ws('|', coalesce(r.naissance::text, ''), coalesce(r.sexe, '')), 0),
+       row_number() OVER (PARTITION BY r.finess, r.ordre, r.entree, r.naissance, r.sexe
+                          ORDER BY r.received_file_id, r.record_no),
        coalesce(r.sortie, r.entree), r.received_file_id, f.received_at, r.received_file_id
 FROM rpu r
 JOIN received_file f ON f.id = r.received_file_id;
