@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run stop test lint bench install docs
+.PHONY: run run-celery stop test lint bench install docs
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ lint: $(BIN)/.installed
 ## A demo region on this machine: PostgreSQL, SFTP, SMTP, Airflow standalone, demo files.
 run: $(BIN)/.installed docs
 	$(BIN)/python -m rpu demo start
+	@echo "  Guide en français (établissements, ARS, régions) : $(CURDIR)/site/index.html (sources : docs/fr/)"
+
+## The same demo on the CeleryExecutor: Redis as broker, two Celery workers (worker-1, worker-2).
+run-celery: $(BIN)/.installed docs
+	$(BIN)/python -m rpu demo start --executor celery
 	@echo "  Guide en français (établissements, ARS, régions) : $(CURDIR)/site/index.html (sources : docs/fr/)"
 
 stop: $(BIN)/.installed

@@ -16,6 +16,7 @@ from rpu import region as region_config
 from rpu.loader import load_file
 from rpu.local_services import postgres_airflow_connection
 from rpu.store import migrate
+from rpu.templating import fr_hours
 
 TZ = "Europe/Paris"
 LIVE, PARALLEL = generator.demo_establishments(2, seed=11)
@@ -67,7 +68,8 @@ def oscour(path, finess: str, extract: datetime, visits: list[tuple[datetime, da
 
 
 def _load(conn, path, finess: str) -> int:
-    result = load_file(conn, path, sender=finess)
+    # No volume guard: these tiny files empty a day on purpose (a visit the establishment cancelled).
+    result = load_file(conn, path, sender=finess, guard=None)
     assert result.status == "loaded", result.reason
     return result.received_file_id
 
@@ -123,13 +125,15 @@ def test_known_delays_from_exit_to_reception_then_to_santé_publique_france(conn
     # Both reports show these figures: the establishment's own page, and the ARS report's table.
     page = establishment_report.build(conn, region, LIVE["finess"], 0, start, now.date())
     tree = lxml_html.fromstring(page.html)
-    assert tree.get_element_by_id("delai-median").text_content() == "30\u00a0h\u00a030"  # (9 h + 52 h) / 2
+    median = fr_hours(live.arrival_median_h)  # (9 h + 52 h) / 2 = 30 h 30, plus the seconds the load took
+    assert live.arrival_median_h == pytest.approx(30.5, abs=0.1)
+    assert tree.get_element_by_id("delai-median").text_content() == median
     assert tree.get_element_by_id("part-24h").text_content() == "50\u00a0%"
     built = ars_export.build(conn, region, ars_export.ExportPeriod(now.date() + timedelta(days=1)), tmp_path / "ars")
     report = lxml_html.fromstring(next(f for f in built if f.kind == "html").path.read_text(encoding="utf-8"))
     [row] = [tr for tr in report.get_element_by_id("delais").xpath(".//tr") if LIVE["finess"] in tr.text_content()]
     cells = [td.text_content() for td in row.xpath("./td")]
-    assert cells[1:5] == ["2", "30\u00a0h\u00a030", "50,0\u00a0%", "50,0\u00a0%"]
+    assert cells[1:5] == ["2", median, "50,0\u00a0%", "50,0\u00a0%"]
     assert cells[5] == "2" and cells[7] == "100,0\u00a0%"  # both delivered within 24 h of their reception
     assert PARALLEL["finess"] not in report.get_element_by_id("delais").text_content()  # not exported
 

@@ -17,6 +17,7 @@ from airflow.sdk import Asset, Connection
 
 from rpu import region as region_config
 from rpu.mail import SmtpSettings
+from rpu.pools import DB_POOL  # noqa: F401  (the DAG files take it from here)
 
 DB_CONN_ID = "rpu_db"
 INBOX_CONN_ID = "rpu_inbox"
@@ -34,14 +35,19 @@ SCHEDULE_TIMEZONE = os.environ.get("RPU_TIMEZONE", "Europe/Paris")
 RPU_TABLE = Asset(name="rpu_regional_table", uri="rpu://regional-database/public/rpu")
 
 
+# A mapped instance (one establishment's load or build) is named by its FINESS in the alert.
+_MAPPED_AS = ("{% if ti.map_index is not none and ti.map_index >= 0 %}"
+              " [{{ ti.rendered_map_index or ti.map_index }}]{% endif %}")
+
+
 class OperatorAlert(SmtpNotifier):
     """A failed task e-mails the region's operators (ORU). The address comes from the region
     configuration, read when the failure happens, not when the DAG file is parsed."""
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("subject", "[RPU] Échec : {{ ti.dag_id }}.{{ ti.task_id }}")
+        kwargs.setdefault("subject", "[RPU] Échec : {{ ti.dag_id }}.{{ ti.task_id }}" + _MAPPED_AS)
         kwargs.setdefault("html_content", (
-            "<p>La tâche <b>{{ ti.task_id }}</b> du DAG <b>{{ ti.dag_id }}</b> a échoué "
+            "<p>La tâche <b>{{ ti.task_id }}" + _MAPPED_AS + "</b> du DAG <b>{{ ti.dag_id }}</b> a échoué "
             "(exécution {{ ti.run_id }}, tentative {{ ti.try_number }}).</p>"
             "<p>Consultez le journal de la tâche dans l'interface Airflow, puis la section "
             "« En cas d'échec » de la documentation du DAG.</p>"))

@@ -57,13 +57,14 @@ def heartbeat() -> dict:
 
 
 def add_heartbeat(dag):
-    """End ``dag`` with the ``heartbeat`` task, after every task that has no downstream (so it
-    runs only when the whole run succeeded, skips included). Returns the DAG."""
-    leaves = list(dag.leaves)
+    """End ``dag`` with the ``heartbeat`` task, downstream of **every** task (not only the last
+    ones: a final task that runs "all_done" may succeed after an earlier failure), so that with
+    "none_failed" it runs only when the whole run succeeded, skips included. Returns the DAG."""
+    tasks = list(dag.tasks)
     with dag:
         beat = heartbeat()
-    for leaf in leaves:
-        leaf >> beat
+    for task_ in tasks:
+        task_ >> beat
     return dag
 
 

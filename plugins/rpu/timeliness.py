@@ -6,7 +6,7 @@ Both are stored in ``visit_timeliness`` as they happen, so that no file is ever 
 
 - at load, :func:`record_reception` (called by the loader inside the file's transaction) adds
   the visits the file supplied (a visit already known keeps its first reception) and forgets
-  those it no longer holds;
+  those no longer held over the days it brought;
 - at send, :func:`record_delivery` (called when an ``invs`` send is marked sent, in the same
   transaction) stamps the visits of that send's establishment and period not yet delivered.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 import psycopg
 
@@ -29,18 +29,19 @@ from rpu.store import query
 Key = tuple[str, int]
 
 
-def record_reception(conn: psycopg.Connection, scope: dict) -> None:
-    """Record the visits a file just loaded supplied. ``scope`` names the file and its period:
-    ``file_id``, ``finess``, ``ordre``, ``period_start``, ``period_end_exclusive`` (the loader's
-    replace scope). Visits kept outside the period (``ENTREE_OUTSIDE_PERIOD``) are included."""
-    received_at, outside = conn.execute(
-        "SELECT received_at, EXISTS (SELECT 1 FROM record_issue WHERE received_file_id = %(id)s"
-        " AND rule = 'ENTREE_OUTSIDE_PERIOD') FROM received_file WHERE id = %(id)s", {"id": scope["file_id"]}).fetchone()
-    bounds = {
-        "file_id": scope["file_id"], "received_at": received_at, "finess": scope["finess"], "ordre": scope["ordre"],
-        "start": datetime.min if outside else scope["period_start"],
-        "end": datetime.max if outside else scope["period_end_exclusive"],
-    }
+def record_reception(conn: psycopg.Connection, file_id: int) -> None:
+    """Record the visits a file just loaded supplied (its rpu rows), over the days it brought
+    (``file_day``, visits dated outside its period included). Called by the loader in the
+    file's transaction, before its journal row is closed."""
+    row = conn.execute(
+        "SELECT f.received_at, d.finess, d.ordre, min(d.day), max(d.day) + 1 FROM received_file f"
+        " JOIN file_day d ON d.received_file_id = f.id WHERE f.id = %s"
+        " GROUP BY f.received_at, d.finess, d.ordre", (file_id,)).fetchone()
+    if row is None:  # a file that brought no day
+        return
+    received_at, finess, ordre, start, end = row
+    bounds = {"file_id": file_id, "received_at": received_at, "finess": finess, "ordre": ordre, "start": start,
+              "end": end}
     conn.execute(query("timeliness_record_reception"), bounds)
     conn.execute(query("timeliness_forget_gone"), bounds)
 
