@@ -267,8 +267,9 @@ def build(conn: psycopg.Connection, region: Region, finess: str, ordre: int, sta
     key = (finess, ordre)
     name, status, _contacts = _establishment(conn, finess, ordre)
     days = _days(conn, finess, ordre, start, end)
-    since = datetime.combine(start, time(0), tz)
-    until = datetime.combine(end + timedelta(days=1), time(0), tz)
+    # Files received the day after each day of the period: the night's file carries the day before.
+    since = datetime.combine(start + timedelta(days=1), time(0), tz)
+    until = datetime.combine(end + timedelta(days=2), time(0), tz)
     files = _files(conn, finess, ordre, since, until)
     visits, fields = _fields(conn, key, status, start, end)
     codes = _refused_codes(conn, finess, ordre, start, end)
@@ -281,7 +282,9 @@ def build(conn: psycopg.Connection, region: Region, finess: str, ordre: int, sta
         "title": title, "name": name, "finess": finess, "ordre": ordre, "status": status,
         "region_name": region.name, "start": start, "end": end, "generated_at": now.astimezone(tz),
         "timezone": region.timezone, "visits": visits, "days": days,
-        "mean_per_day": visits / len(days) if days else 0,
+        # Averaged over the days it was sending (not the days before its first visit).
+        "mean_per_day": visits / max(1, sum(1 for d in days if not d.before_first)),
+        "files_since": since.date(), "files_until": until.date() - timedelta(days=1),
         "silent_days": sum(1 for d in days if d.visits == 0 and not d.before_first),
         "files": files, "files_total": sum(f.files for f in files),
         "fields": fields, "target": quality.TARGET, "codes": codes,
