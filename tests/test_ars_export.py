@@ -359,7 +359,7 @@ def test_dag_is_daily_paris_time_one_run_at_a_time(ars_dag):
     assert ars_dag.catchup is False and ars_dag.max_active_runs == 1
     assert {"rpu", "ars"} <= set(ars_dag.tags)
     assert "En cas d'échec" in ars_dag.doc_md
-    assert ars_dag.task_dict["export"].downstream_task_ids == {"deliver"}
+    assert ars_dag.task_dict["export"].downstream_task_ids == {"deliver", "heartbeat"}
 
 
 @pytest.fixture
