@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run run-celery stop test lint bench install docs
+.PHONY: run run-celery stop test lint bench install fuzz docs
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,3 +43,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/ingest.py
 	$(BIN)/python benchmarks/ingest_night.py
 	$(BIN)/python benchmarks/extract.py
+
+## A longer fuzz run of the reader, the validator and the loader (the suite runs 150 examples).
+fuzz: $(BIN)/.installed
+	RPU_FUZZ_EXAMPLES=$${RPU_FUZZ_EXAMPLES:-5000} $(BIN)/python -m pytest -p no:cacheprovider -q tests/test_hostile.py -k "fuzzed or agree"

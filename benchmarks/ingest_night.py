@@ -1,17 +1,30 @@
-"""A night of a large region in one ingest run: N establishments, one 7-day file each.
+"""A night of a large region: N establishments, one 7-day file each, taken by 1, 2... loaders.
 
-    .venv/bin/python benchmarks/ingest_night.py                     # 100 establishments x ~500 visits/day
-    .venv/bin/python benchmarks/ingest_night.py --establishments 20
+    .venv/bin/python benchmarks/ingest_night.py                       # 100 establishments x ~500 visits/day, 1 loader
+    .venv/bin/python benchmarks/ingest_night.py --workers 1,2         # the same night with 1 then 2 loaders: speedup
+    .venv/bin/python benchmarks/ingest_night.py --france              # 700 establishments x 7 days (~420,000 visits), 2 loaders
+    .venv/bin/python benchmarks/ingest_night.py --establishments 20 --workers 1,2
+
+What rpu_ingest does with one ``load`` instance per establishment and the pool ``rpu_db`` (or
+Celery workers) letting W of them run at once: one listing (``list_inbox``), then W loader
+processes, each taking the next establishment and running ``load_establishment`` (the same
+code as the ``load`` task) over its own SFTP session and database connection. The loaders are
+fresh interpreters (spawned, as a task process is), so their peak memory is their own. Airflow's
+own cost per task (a task process starting, ~1-5 s here) is left out: it is paid the same with
+any loader count, and is what the pool does not change.
 
 A real SFTP server (asyncssh, loopback) and a fresh database on the local PostgreSQL
-(RPU_BENCH_ADMIN_URL); the same ingest code as the rpu_ingest DAG, over one paramiko SFTP
-session. Prints the run's time and where it went.
+(RPU_BENCH_ADMIN_URL) for each run; every run takes the very same files (generated once).
+Figures are only comparable within one run of this script (same machine, same moment).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -27,60 +40,175 @@ import psycopg  # noqa: E402
 
 from rpu import region as region_config  # noqa: E402
 from rpu.generator import demo_establishments, write_oscour_file  # noqa: E402
-from rpu.ingest import SftpInbox, run_ingest  # noqa: E402
+from rpu.ingest import InboxFile, IngestSummary, SftpInbox, list_inbox, load_establishment  # noqa: E402
 from rpu.local_services import SftpServer, create_database, drop_database  # noqa: E402
 from rpu.store import migrate  # noqa: E402
 
 ADMIN_URL = os.environ.get("RPU_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+END = date(2026, 11, 26)
+SFTP_USER, SFTP_PASSWORD = "rpu", "banc-essai"
+FRANCE_ESTABLISHMENTS = 700
+FRANCE_VISITS_PER_YEAR = 22_000_000
+
+
+def bench_region(establishments: list[dict]) -> region_config.Region:
+    return region_config.parse({
+        "region": {"code": "BENCH", "name": "Banc d'essai", "operator_emails": ["oru@localhost"]},
+        "establishment": [{"finess": e["finess"], "ordre": 0, "name": e["name"], "status": "live"}
+                          for e in establishments],
+    })
+
+
+def sftp_session(port: int) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
+    transport = paramiko.Transport(("127.0.0.1", port))
+    transport.connect(username=SFTP_USER, password=SFTP_PASSWORD)
+    return transport, paramiko.SFTPClient.from_transport(transport)
+
+
+def loader(url: str, port: int, establishments: list[dict], todo, ready, results) -> None:
+    """One loader process: once connected, the next establishment's files until there are none left."""
+    region = bench_region(establishments)
+    summary = IngestSummary()
+    transport, sftp = sftp_session(port)
+    try:
+        with psycopg.connect(url) as conn:
+            inbox = SftpInbox(sftp)
+            ready.put(os.getpid())
+            item = todo.get()
+            started = time.perf_counter()
+            while item is not None:  # None: nothing left
+                folder, files = item
+                load_establishment(conn, inbox, region, folder, [InboxFile(**f) for f in files], summary)
+                item = todo.get()
+    finally:
+        transport.close()
+    summary.seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results.put({"summary": summary.as_dict(), "peak_mb": peak_mb, "pid": os.getpid()})
+
+
+def one_night(template: Path, establishments: list[dict], workers: int) -> dict:
+    """Copy the night's files to a fresh SFTP root, migrate a fresh database, list the inbox,
+    then load with ``workers`` processes. Returns the wall time and what each loader did."""
+    name = f"rpu_night_{uuid.uuid4().hex[:8]}"
+    url = create_database(ADMIN_URL, name)
+    with tempfile.TemporaryDirectory(prefix="rpu-night-sftp-") as workdir:
+        root = Path(workdir) / "sftp"
+        shutil.copytree(template, root)
+        server = SftpServer(root, username=SFTP_USER, password=SFTP_PASSWORD).start()
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                migrate(conn)
+            region = bench_region(establishments)
+            context = multiprocessing.get_context("spawn")
+            todo, ready, results = context.Queue(), context.Queue(), context.Queue()
+            # The loaders start and connect first (Airflow's per-task start is not measured here).
+            processes = [context.Process(target=loader, args=(url, server.port, establishments, todo, ready,
+                                                              results)) for _ in range(workers)]
+            for process in processes:
+                process.start()
+            for _ in processes:
+                ready.get(timeout=120)
+            started = time.perf_counter()
+            listing = IngestSummary()
+            transport, sftp = sftp_session(server.port)
+            try:
+                with psycopg.connect(url) as conn:
+                    to_take = list_inbox(conn, SftpInbox(sftp), region, listing)
+            finally:
+                transport.close()
+            for folder, files in sorted(to_take.items()):
+                todo.put((folder, [vars(f) for f in files]))
+            for _ in range(workers):
+                todo.put(None)
+            done = [results.get() for _ in processes]
+            seconds = time.perf_counter() - started
+            for process in processes:
+                process.join()
+            with psycopg.connect(url) as conn:
+                loaded, per_file = conn.execute(
+                    "SELECT count(*) FILTER (WHERE status = 'loaded'), count(*) FROM received_file").fetchone()
+        finally:
+            server.stop()
+            drop_database(ADMIN_URL, name)
+    summary = IngestSummary.merged([d["summary"] for d in done])
+    if summary.failed or loaded != len(to_take) or per_file != loaded:
+        raise SystemExit(f"run with {workers} loader(s) is wrong: {loaded} loaded of {len(to_take)} "
+                         f"({per_file} journal rows), failed: {summary.failed}")
+    return {"workers": workers, "seconds": seconds, "summary": summary, "loaders": done,
+            "listing": listing.timings["listing"]}
+
+
+def generate(root: Path, establishments: list[dict], visits_per_day: float) -> int:
+    visits = 0
+    for i, establishment in enumerate(establishments):
+        depot = root / establishment["finess"] / "depot"
+        depot.mkdir(parents=True)
+        path = depot / f"RPU_{establishment['finess']}.xml"
+        visits += write_oscour_file(path, establishment["finess"], 0, END - timedelta(days=6), END,
+                                    visits_per_day=visits_per_day, seed=i)
+        stamp = time.time() - 600
+        os.utime(path, (stamp, stamp))
+    return visits
+
+
+def report(run: dict) -> None:
+    totals = run["summary"].totals()
+    seconds = run["seconds"]
+    print(f"  {run['workers']} loader(s): {seconds:.1f} s wall, {totals['loaded']} files, "
+          f"{totals['visits_loaded']:,} visits ({totals['visits_loaded'] / seconds:,.0f} visits/s); "
+          f"listing {run['listing']:.1f} s")
+    for loader_run in sorted(run["loaders"], key=lambda d: d["pid"]):
+        part = loader_run["summary"]
+        taken = sum(f["loaded"] + f["rejected"] + f["duplicate"] + f["superseded"]
+                    for f in part["establishments"].values())
+        steps = ", ".join(f"{step} {spent:.1f} s" for step, spent in part["timings"].items() if step != "listing")
+        print(f"    loader pid {loader_run['pid']}: {taken} files in {part['seconds']:.1f} s ({steps}); "
+              f"peak memory {loader_run['peak_mb']:.0f} MB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--establishments", type=int, default=100)
     parser.add_argument("--visits-per-day", type=float, default=500)
+    parser.add_argument("--workers", default="1", help="loader counts to run in turn, e.g. 1,2 (default 1)")
+    parser.add_argument("--france", action="store_true",
+                        help=f"a night of France: {FRANCE_ESTABLISHMENTS} establishments x 7 days, "
+                             f"{FRANCE_VISITS_PER_YEAR:,} visits a year (~420,000 in the night's files), 2 loaders")
     args = parser.parse_args()
+    if args.france:
+        args.establishments = FRANCE_ESTABLISHMENTS
+        args.visits_per_day = FRANCE_VISITS_PER_YEAR / 365 / FRANCE_ESTABLISHMENTS
+        if args.workers == "1":
+            args.workers = "2"
+    counts = [int(w) for w in args.workers.split(",")]
 
     establishments = demo_establishments(args.establishments, seed=11)
-    end = date(2026, 11, 26)
     with tempfile.TemporaryDirectory(prefix="rpu-night-") as workdir:
-        root = Path(workdir) / "sftp"
-        visits = 0
-        for i, establishment in enumerate(establishments):
-            depot = root / establishment["finess"] / "depot"
-            depot.mkdir(parents=True)
-            visits += write_oscour_file(depot / f"RPU_{establishment['finess']}.xml", establishment["finess"], 0,
-                                        end - timedelta(days=6), end, visits_per_day=args.visits_per_day, seed=i)
-            stamp = time.time() - 600
-            os.utime(depot / f"RPU_{establishment['finess']}.xml", (stamp, stamp))
-        region = region_config.parse({
-            "region": {"code": "BENCH", "name": "Banc d'essai", "operator_emails": ["oru@localhost"]},
-            "establishment": [{"finess": e["finess"], "ordre": 0, "name": e["name"], "status": "live"}
-                              for e in establishments],
-        })
-        name = f"rpu_night_{uuid.uuid4().hex[:8]}"
-        url = create_database(ADMIN_URL, name)
-        server = SftpServer(root, username="rpu", password="banc-essai").start()
-        try:
-            with psycopg.connect(url, autocommit=True) as conn:
-                migrate(conn)
-            transport = paramiko.Transport(("127.0.0.1", server.port))
-            transport.connect(username="rpu", password="banc-essai")
-            sftp = paramiko.SFTPClient.from_transport(transport)
-            with psycopg.connect(url) as conn:
-                started = time.perf_counter()
-                summary = run_ingest(conn, SftpInbox(sftp), region)
-                seconds = time.perf_counter() - started
-            transport.close()
-        finally:
-            server.stop()
-            drop_database(ADMIN_URL, name)
-
-    totals = summary.totals()
-    print(f"{args.establishments} establishments, {visits:,} visits in their files")
-    print(f"one run: {seconds:.1f} s, {totals['loaded']} files loaded, {totals['visits_loaded']:,} visits "
-          f"({totals['visits_loaded'] / seconds:,.0f} visits/s)")
-    for step, spent in summary.timings.items():
-        print(f"  {step:<10}{spent:>8.1f} s  {100 * spent / seconds:>5.1f} %")
+        template = Path(workdir) / "night"
+        clock = time.perf_counter()
+        visits = generate(template, establishments, args.visits_per_day)
+        print(f"{args.establishments} establishments, one 7-day file each: {visits:,} visits "
+              f"(generated in {time.perf_counter() - clock:.0f} s); {os.cpu_count()} cores")
+        runs = []
+        for workers in counts:
+            run = one_night(template, establishments, workers)
+            report(run)
+            runs.append(run)
+    if len(runs) > 1:
+        base = runs[0]
+        for run in runs[1:]:
+            print(f"speedup {base['workers']} -> {run['workers']} loaders: {base['seconds'] / run['seconds']:.2f}x "
+                  f"(same night, same run)")
+    if args.france:
+        night = runs[-1]
+        # Each night's files carry the last 7 days: a night of France is ~420,000 visits loaded,
+        # and a year of France (22 M visits) is 365 such nights (each visit loaded ~7 times).
+        per_year = night["seconds"] * 365
+        rate = night["summary"].totals()["visits_loaded"] / night["seconds"]
+        print(f"a year of France ({FRANCE_VISITS_PER_YEAR:,} visits) on {night['workers']} loaders: 365 nights "
+              f"like this one = {per_year / 3600:.1f} h of loading a year ({night['seconds'] / 60:.1f} min a night); "
+              f"loaded once (a single backfill) at {rate:,.0f} visits/s: {FRANCE_VISITS_PER_YEAR / rate / 60:.0f} min")
 
 
 if __name__ == "__main__":

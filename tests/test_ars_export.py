@@ -333,10 +333,10 @@ def test_report_is_self_contained_french_html_with_every_section(db, region, tem
     files = {tr.xpath("td")[0].text_content(): [td.text_content() for td in tr.xpath("td")[1:]]
              for tr in doc.xpath("//section[@id='fichiers']//tbody/tr")}
     by_finess = {next(f for f in (e["finess"] for e in LIVE) if f in name): cells for name, cells in files.items()}
-    # received, loaded, duplicate, superseded, rejected, loading, rejected visits, last received
-    assert by_finess[LIVE[0]["finess"]][:6] == ["3", "2", "1", "0", "0", "0"]
-    assert by_finess[LIVE[2]["finess"]][:6] == ["2", "1", "0", "0", "1", "0"]
-    assert by_finess[LIVE[2]["finess"]][7] == "15/03/2026 03:00"
+    # received, loaded, duplicate, superseded, held, rejected, revoked, loading, rejected visits, last received
+    assert by_finess[LIVE[0]["finess"]][:8] == ["3", "2", "1", "0", "0", "0", "0", "0"]
+    assert by_finess[LIVE[2]["finess"]][:8] == ["2", "1", "0", "0", "0", "1", "0", "0"]
+    assert by_finess[LIVE[2]["finess"]][9] == "15/03/2026 03:00"
 
 
 # --- the DAG -----------------------------------------------------------------------------------------------

@@ -322,7 +322,14 @@ def test_a_broken_folder_never_blocks_the_other_establishments(airflow_db, regio
     assert mail["Subject"].endswith(f"rpu_ingest.load [{broken}]") and OPERATOR in mail["To"]
     mailbox.wait_for(lambda m: "Échec" in m["Subject"] and "summarize" in m["Subject"], timeout=30)
 
-    # Repaired: the next run archives the file loaded the time before (recognised, not loaded twice).
+    # The file waits for its delay (not retried every 15 minutes forever)...
+    dag_run = run(ingest_dag)
+    assert dag_run.state == "success" and (root / broken / "depot" / "nuit.xml").exists()
+    with psycopg.connect(regional_db) as conn:
+        assert conn.execute("SELECT failures, error, reported_at IS NOT NULL FROM inbox_failure").fetchone() == (
+            1, "NotADirectoryError", True)
+        conn.execute("UPDATE inbox_failure SET next_try_at = now()")  # ... 15 minutes later
+    # Repaired: the next try archives the file loaded the time before (recognised, not loaded twice).
     (root / broken / "traites").unlink()
     dag_run = run(ingest_dag)
     assert dag_run.state == "success", task_states(dag_run)
@@ -362,3 +369,107 @@ def test_an_unknown_folder_is_told_again_when_the_email_failed(region_file, regi
         run_ingest(conn, SftpInbox(sftp), region, notify=lambda to, subject, body: told.append(body))
         run_ingest(conn, SftpInbox(sftp), region, notify=lambda to, subject, body: told.append(body))
     assert len(told) == 1 and "123456789" in told[0]
+
+
+# --- a hostile or careless account (issue: hostile and broken input) ---------------------------
+
+
+def _inbox_run(regional_db, inbox_class=SftpInbox, **kwargs) -> tuple:
+    from airflow.providers.sftp.hooks.sftp import SFTPHook
+
+    told = []
+    region = region_config.load()
+    with psycopg.connect(regional_db) as conn, SFTPHook(ssh_conn_id="rpu_inbox").get_managed_conn() as sftp:
+        summary = run_ingest(conn, inbox_class(sftp, **kwargs), region,
+                             notify=lambda to, subject, body: told.append(body))
+    return summary, told
+
+
+def test_a_planted_link_never_makes_us_write_elsewhere(region_file, regional_db, clean_sftp):
+    root = clean_sftp.root
+    attacker, victim = ESTABLISHMENTS[10]["finess"], ESTABLISHMENTS[11]["finess"]
+    target = drop(root, victim, "nuit.xml")
+    victim_bytes = target.read_bytes()
+    drop(root, attacker, "nuit.xml", defects=["VALUE_NOT_IN_SET"])  # a report will be written beside it
+    (root / attacker / "traites").mkdir()
+    # Links named as our report, its temporary name and the archived file, to the victim's upload.
+    for name in ("nuit.xml", "nuit.xml.rapport.txt", "nuit.xml.rapport.txt.part"):
+        os.symlink(target, root / attacker / "traites" / name)
+    os.symlink(root / victim / "depot", root / attacker / "depot" / "lien")
+    summary, told = _inbox_run(regional_db)
+    assert not target.exists()  # taken by its own load, intact:
+    archived = root / victim / "traites" / "nuit.xml"
+    assert archived.read_bytes() == victim_bytes
+    assert {r[0]: r[2] for r in journal(regional_db)} == {attacker: "loaded", victim: "loaded"}
+    assert not any(p.is_symlink() for p in (root / attacker).rglob("*"))
+    assert sorted(p.name for p in (root / attacker / "traites").iterdir()) == ["nuit.xml", "nuit.xml.rapport.txt"]
+    assert "Liens symboliques" in told[0] and f"{attacker}/traites/nuit.xml.rapport.txt.part" in told[0]
+
+
+def test_a_file_uploaded_again_during_its_load_stays_for_the_next_run(region_file, regional_db, clean_sftp):
+    root = clean_sftp.root
+    finess = ESTABLISHMENTS[12]["finess"]
+    path = drop(root, finess, "nuit.xml", extract=datetime(2026, 11, 27, 2, 30))
+    newer = root / "newer.xml"
+    write_oscour_file(newer, finess, 0, START, END, visits_per_day=30, seed=77, extract=datetime(2026, 11, 27, 3, 0))
+
+    class ReuploadingInbox(SftpInbox):
+        def second_channel(self):
+            return ReuploadingInbox(super().second_channel().sftp, self.base)
+
+        def download(self, remote, local):
+            super().download(remote, local)
+            path.write_bytes(newer.read_bytes())  # the establishment sends a corrected version meanwhile
+            os.utime(path, (time.time() - 700, time.time() - 700))
+
+    summary, _ = _inbox_run(regional_db, ReuploadingInbox)
+    assert summary.changed == [f"{finess}/depot/nuit.xml"]
+    assert path.read_bytes() == newer.read_bytes()  # not archived: the new bytes were never loaded
+    _inbox_run(regional_db)
+    assert [r[2] for r in journal(regional_db)] == ["loaded", "loaded"]
+    assert (root / finess / "traites" / "nuit.xml").read_bytes() == newer.read_bytes()
+
+
+def test_a_stalled_upload_that_resumes_is_taken_again(region_file, regional_db, clean_sftp):
+    root = clean_sftp.root
+    finess = ESTABLISHMENTS[13]["finess"]
+    whole = root / "whole.xml"
+    write_oscour_file(whole, finess, 0, START, END, visits_per_day=30, seed=5)
+    data = whole.read_bytes()
+    depot = root / finess / "depot"
+    depot.mkdir(parents=True)
+    stalled = depot / "nuit.xml"
+    stalled.write_bytes(data[: len(data) // 2])
+    os.utime(stalled, (time.time() - 700, time.time() - 700))  # unchanged for longer than the window
+    _inbox_run(regional_db)
+    rejected = root / finess / "rejetes" / "nuit.xml"
+    assert rejected.exists() and [r[3] for r in journal(regional_db)] == ["TRUNCATED"]
+    with open(rejected, "ab") as stream:  # the client was still writing: it finishes, in rejetes/
+        stream.write(data[len(data) // 2:])
+    summary, _ = _inbox_run(regional_db)
+    assert summary.resumed == [f"{finess}/rejetes/nuit.xml"]
+    assert stalled.read_bytes() == data and not (root / finess / "rejetes" / "nuit.xml.rapport.txt").exists()
+    os.utime(stalled, (time.time() - 700, time.time() - 700))
+    _inbox_run(regional_db)
+    assert [r[2] for r in journal(regional_db)] == ["rejected", "loaded"]
+
+
+def test_names_from_outside_cannot_forge_lines(region_file, regional_db, clean_sftp):
+    root = clean_sftp.root
+    folder, other = ESTABLISHMENTS[14]["finess"], ESTABLISHMENTS[15]["finess"]
+    drop(root, folder, "a\nSENDER_MISMATCH faux : tout va bien.xml", finess=other)
+    _summary, told = _inbox_run(regional_db)
+    assert "'a\\nSENDER_MISMATCH faux : tout va bien.xml'" in told[0]
+    assert not any(line.startswith("SENDER_MISMATCH faux") for line in told[0].splitlines())
+
+
+def test_a_file_over_the_size_limit_is_refused_unread(region_file, regional_db, clean_sftp):
+    text = region_file.read_text()
+    region_file.write_text(text + "\n[intake]\nmax_file_mb = 1\n")
+    root = clean_sftp.root
+    finess = ESTABLISHMENTS[16]["finess"]
+    drop(root, finess, "gros.xml", visits_per_day=600)
+    _inbox_run(regional_db)
+    assert [(r[2], r[3]) for r in journal(regional_db)] == [("rejected", "FILE_TOO_LARGE")]
+    report = (root / finess / "rejetes" / "gros.xml.rapport.txt").read_text(encoding="utf-8")
+    assert "taille maximale" in report and "1 Mo au plus" in report

@@ -88,14 +88,15 @@ def region() -> region_config.Region:
     return region_config.load()
 
 
-def database_url() -> str:
-    connection = Connection.get(DB_CONN_ID)
-    return connection.get_uri().replace("postgres://", "postgresql://", 1)
-
-
 @contextlib.contextmanager
 def database() -> Iterator[psycopg.Connection]:
-    with psycopg.connect(database_url()) as conn:
+    """The regional database through the postgres provider's hook (connection ``rpu_db``, type
+    ``postgres``): with psycopg 3 and SQLAlchemy 2 installed it hands out a psycopg 3
+    connection, so the loader's COPY streams through it unchanged. Committed on success, rolled
+    back on error, closed in both cases."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    with PostgresHook(postgres_conn_id=DB_CONN_ID).get_conn() as conn:
         yield conn
 
 

@@ -579,8 +579,8 @@ def _section_stays(data: ReportData) -> str:
 
 
 def _section_files(data: ReportData, tz: ZoneInfo) -> str:
-    labels = {"loaded": "chargés", "duplicate": "doublons", "superseded": "dépassés", "rejected": "rejetés",
-              "loading": "en cours"}
+    labels = {"loaded": "chargés", "duplicate": "doublons", "superseded": "dépassés", "held": "en attente",
+              "rejected": "rejetés", "revoked": "révoqués", "loading": "en cours"}
     head = "".join(f"<th>{_e(labels[s])}</th>" for s in quality.FILE_STATUSES)
     lines = []
     for establishment in data.establishments:

@@ -12,7 +12,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_CRASH = 0, 1, 2, 3
 
 
 class UsageError(Exception):
@@ -39,13 +39,26 @@ def cmd_validate(args) -> int:
     from rpu.report import format_report
     from rpu.validation import validate_file
 
-    reports = [validate_file(path) for path in _existing_files(args.files)]
+    verdicts, crashed = [], False
+    for path in _existing_files(args.files):
+        try:
+            report = validate_file(path)
+        except Exception as error:  # a bug of ours: still one verdict per file, and exit 3
+            crashed = True
+            verdicts.append(({"file": str(path), "status": "error", "error": type(error).__name__},
+                             f"Rapport de contrôle du fichier RPU : {path}\n\nVerdict : ERREUR du contrôle "
+                             f"({type(error).__name__}) : signalez-la à l'ORU avec le fichier.\n"))
+            continue
+        verdicts.append((report, None))
     if args.json:
-        json.dump([r.as_json() for r in reports], sys.stdout, ensure_ascii=False, indent=2)
+        json.dump([v.as_json() if text is None else v for v, text in verdicts], sys.stdout, ensure_ascii=False,
+                  indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write("\n".join(format_report(r) for r in reports))
-    return EXIT_REJECTED if any(r.rejected for r in reports) else EXIT_OK
+        sys.stdout.write("\n".join(format_report(v) if text is None else text for v, text in verdicts))
+    if crashed:
+        return EXIT_CRASH
+    return EXIT_REJECTED if any(text is None and v.rejected for v, text in verdicts) else EXIT_OK
 
 
 # --- rpu load ----------------------------------------------------------------------------------

@@ -171,6 +171,8 @@ def cmd_revoke(args) -> int:
         if revocation.incomplete:
             print(f"  À redemander à l'établissement (passages remplacés déjà purgés) : "
                   f"{day_ranges(revocation.incomplete)}.")
+        if revocation.days:
+            print("  Si ces jours ont déjà été transmis à Santé publique France, renvoyez-les : DAG rpu_invs_replay.")
         return EXIT_OK
 
     return _decide(args, revoke)

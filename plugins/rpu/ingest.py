@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import logging
 import posixpath
+import secrets
 import stat
 import tempfile
 import time
@@ -36,7 +37,7 @@ from pathlib import Path
 import paramiko
 import psycopg
 
-from rpu.loader import LoadResult, load_file
+from rpu.loader import Busy, LoadResult, load_file, local_now, purge_replaced, refuse_unread
 from rpu.oscour import FileRefused, read_header_fields
 from rpu.region import Region
 from rpu.report import format_report, needs_report
@@ -49,7 +50,7 @@ REPORT_SUFFIX = ".rapport.txt"
 # Names that producers and SFTP clients use while a file is still being written.
 _TEMPORARY_SUFFIXES = (".part", ".tmp", ".temp", ".filepart", ".partial", ".crdownload", "~")
 # A file unchanged for this long is complete even if the previous listing did not see it.
-SETTLE_SECONDS = 120
+SETTLE_SECONDS = 600  # the default of [intake] settle_seconds (rpu.region)
 
 
 @dataclass(frozen=True)
@@ -65,15 +66,21 @@ class SftpInbox:
     def __init__(self, sftp, base: str = ""):
         self.sftp = sftp
         self.base = base.rstrip("/")
+        self.links_removed: list[str] = []
 
     def _path(self, *parts: str) -> str:
         return posixpath.join(self.base, *parts) if self.base else posixpath.join(*parts)
 
     def folders(self) -> list[str]:
+        # READDIR gives each entry's own attributes (lstat): a link is never taken for a folder.
         return sorted(entry.filename for entry in self.sftp.listdir_attr(self.base or ".")
                       if stat.S_ISDIR(entry.st_mode or 0) and not entry.filename.startswith("."))
 
     def files(self, folder: str) -> list[InboxFile]:
+        """The regular files of ``<folder>/depot/``. A symbolic link anywhere in the
+        establishment's folders is never followed: it is removed (the link only, never what it
+        points to) and listed in ``self.links_removed`` for the ORU."""
+        self._refuse_links(folder)
         directory = self._path(folder, DEPOT)
         try:
             entries = self.sftp.listdir_attr(directory)
@@ -84,6 +91,18 @@ class SftpInbox:
              for e in entries if stat.S_ISREG(e.st_mode or 0)),
             key=lambda f: (f.mtime, f.path),
         )
+
+    def _refuse_links(self, folder: str) -> None:
+        for sub in ("", DEPOT, PROCESSED, REJECTED, HELD):
+            directory = posixpath.join(folder, sub) if sub else folder
+            try:
+                entries = self.sftp.listdir_attr(self._path(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                if stat.S_ISLNK(entry.st_mode or 0):
+                    self.sftp.remove(self._path(directory, entry.filename))  # unlinks the link itself
+                    self.links_removed.append(posixpath.join(directory, entry.filename))
 
     def second_channel(self) -> SftpInbox:
         """Another SFTP channel over the same SSH connection (downloads run ahead on it)."""
@@ -116,22 +135,39 @@ class SftpInbox:
 
     def exists(self, path: str) -> bool:
         try:
-            self.sftp.stat(self._path(path))
+            self.sftp.lstat(self._path(path))  # a link counts as taken, never followed
             return True
         except FileNotFoundError:
             return False
 
+    def attributes(self, path: str) -> InboxFile | None:
+        """The file as it is now (its own attributes, never a link's target), or None."""
+        try:
+            attrs = self.sftp.lstat(self._path(path))
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(attrs.st_mode or 0):
+            return None
+        return InboxFile(path, attrs.st_size or 0, int(attrs.st_mtime or 0))
+
     def ensure_folder(self, path: str) -> None:
-        if not self.exists(path):
+        try:
+            attrs = self.sftp.lstat(self._path(path))
+        except FileNotFoundError:
             self.sftp.mkdir(self._path(path))
+            return
+        if not stat.S_ISDIR(attrs.st_mode or 0):  # a link or a file planted in place of the folder
+            raise NotADirectoryError(f"{path!r} n'est pas un dossier")
 
     def move(self, source: str, target: str) -> None:
-        # posix-rename: atomic, and refuses nothing; the caller has chosen a free name.
+        # posix-rename: atomic; it replaces a link planted at the target, never follows it.
         self.sftp.posix_rename(self._path(source), self._path(target))
 
     def write_text(self, path: str, text: str) -> None:
-        temporary = path + ".part"
-        self.sftp.putfo(io.BytesIO(text.encode("utf-8")), self._path(temporary))
+        # An unpredictable name, created exclusively (O_EXCL never follows a link), then renamed.
+        temporary = f"{path}.{secrets.token_hex(8)}.part"
+        with self.sftp.open(self._path(temporary), "wbx") as stream:
+            stream.write(text.encode("utf-8"))
         self.sftp.posix_rename(self._path(temporary), self._path(path))
 
 
@@ -161,7 +197,12 @@ class IngestSummary:
     unknown_folders: list[str] = field(default_factory=list)
     sender_mismatches: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # files left in depot/ after an unexpected error
-    held: list[LoadResult] = field(default_factory=list)  # files held for the ORU this run
+    held: list[str] = field(default_factory=list)  # for the ORU: each held file and its figures per day
+    technical: list[str] = field(default_factory=list)  # for the ORU: files refused on an unexpected error
+    busy: list[str] = field(default_factory=list)  # files left for the next run (establishment busy)
+    changed: list[str] = field(default_factory=list)  # uploaded again during their load: next run
+    links_removed: list[str] = field(default_factory=list)  # symbolic links found in the inbox
+    resumed: list[str] = field(default_factory=list)  # truncated uploads that went on: back in depot/
     seconds: float = 0.0
     # Where the run's time went: listing, download, load (validation + database), archive.
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("listing", "download", "load", "archive"), 0.0))
@@ -184,7 +225,12 @@ class IngestSummary:
     def as_dict(self) -> dict:
         return {
             "totals": self.totals(),
-            "held": [f"{result.file} (n°{result.received_file_id})" for result in self.held],
+            "held": self.held,
+            "technical": self.technical,
+            "busy": self.busy,
+            "changed": self.changed,
+            "links_removed": self.links_removed,
+            "resumed": self.resumed,
             "establishments": {name: vars(summary) for name, summary in sorted(self.folders.items()) if summary.taken
                                or summary.waiting},
             "unknown_folders": self.unknown_folders,
@@ -203,8 +249,9 @@ class IngestSummary:
                 folder = summary.folder(name)
                 for key, value in counts.items():
                     setattr(folder, key, getattr(folder, key) + value)
-            for key in ("unknown_folders", "sender_mismatches", "failed"):
-                getattr(summary, key).extend(part[key])
+            for key in ("unknown_folders", "sender_mismatches", "failed", "held", "technical", "busy", "changed",
+                        "links_removed", "resumed"):
+                getattr(summary, key).extend(part.get(key, ()))
             summary.seconds = max(summary.seconds, part["seconds"])  # they ran side by side
             for step, seconds in part["timings"].items():
                 summary.timings[step] = summary.timings.get(step, 0.0) + seconds
@@ -233,7 +280,7 @@ def run_ingest(
     *,
     notify: Notify | None = None,
     now: Callable[[], float] = time.time,
-    settle_seconds: int = SETTLE_SECONDS,
+    settle_seconds: int | None = None,
 ) -> IngestSummary:
     """One pass over the whole inbox in one process: the listing, then every establishment's
     files, then the ORU told. Raises on SFTP or database failure; what was committed and moved
@@ -255,7 +302,7 @@ def list_inbox(
     summary: IngestSummary,
     *,
     now: Callable[[], float] = time.time,
-    settle_seconds: int = SETTLE_SECONDS,
+    settle_seconds: int | None = None,
 ) -> dict[str, list[InboxFile]]:
     """The stable files of each registered establishment's ``depot/`` (folder → files, oldest
     first), establishments without one left out. Files still being written are counted in
@@ -263,8 +310,12 @@ def list_inbox(
     What was seen is remembered, so that the next listing can tell a file that stopped changing."""
     clock = time.monotonic()
     registered = {e.finess for e in region.establishments}
+    settle_seconds = settle_seconds if settle_seconds is not None else region.settle_seconds
     previous = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT path, size, mtime FROM inbox_listing")}
+    backing_off = {row[0]: (row[1], row[2]) for row in conn.execute(
+        "SELECT path, size, mtime FROM inbox_failure WHERE next_try_at > now()")}
     conn.commit()
+    _resume_truncated(conn, inbox, registered, summary)
     listing: dict[str, InboxFile] = {}
     to_take: dict[str, list[InboxFile]] = {}
     server_now = _server_time(inbox, now)
@@ -276,11 +327,16 @@ def list_inbox(
             if is_temporary_name(posixpath.basename(inbox_file.path)):
                 continue
             listing[inbox_file.path] = inbox_file
-            if _is_stable(inbox_file, previous.get(inbox_file.path), server_now, settle_seconds):
+            if backing_off.get(inbox_file.path) == (inbox_file.size, inbox_file.mtime):
+                summary.folder(folder).waiting += 1  # failed before: tried again after its delay
+            elif _is_stable(inbox_file, previous.get(inbox_file.path), server_now, settle_seconds):
                 to_take.setdefault(folder, []).append(inbox_file)
             else:
                 summary.folder(folder).waiting += 1
+    summary.links_removed += getattr(inbox, "links_removed", [])
     _remember_listing(conn, listing)
+    purge_replaced(conn, region.keep_replaced_days)
+    conn.commit()
     summary.timings["listing"] += time.monotonic() - clock
     return to_take
 
@@ -299,18 +355,28 @@ def take_files(conn: psycopg.Connection, inbox, region: Region, to_take: list[tu
     """Download, load and archive each file in order; one file's unexpected error leaves it in
     ``depot/`` (listed in ``summary.failed``) and does not stop the others. Raises when the
     database or the SFTP server is gone."""
+    too_large = [(folder, f) for folder, f in to_take if f.size > region.max_file_bytes]
+    for folder, inbox_file in too_large:
+        _refuse_too_large(conn, inbox, region, folder, inbox_file, summary)
+    to_take = [item for item in to_take if item not in too_large]
     with tempfile.TemporaryDirectory(prefix="rpu-ingest-") as workdir:
         for folder, inbox_file, local in _downloaded(inbox, to_take, Path(workdir), summary):
             try:
                 _take(conn, inbox, region, folder, inbox_file, local, summary)
+            except Busy as busy:  # another load holds the establishment: next run
+                conn.rollback()
+                log.warning("%s", busy)
+                summary.busy.append(shown(inbox_file.path))
+                continue
             except Exception as error:  # one file must not stop the others
                 if _connection_lost(error) or not _alive(inbox):
                     raise  # the database or the SFTP server is gone: the task retries
-                # The file stays in depot/ and is tried again; the operator is alerted when
-                # the task fails. No content of the file is logged.
-                log.error("%s : échec inattendu (%s), fichier laissé dans depot/", inbox_file.path,
+                # The file stays in depot/ and is tried again after a growing delay; the ORU is
+                # told the first time. No content of the file is logged.
+                log.error("%s : échec inattendu (%s), fichier laissé dans depot/", shown(inbox_file.path),
                           type(error).__name__)
-                summary.failed.append(inbox_file.path)
+                if _record_failure(conn, inbox_file, error):
+                    summary.failed.append(shown(inbox_file.path))
                 continue
             finally:
                 local.unlink(missing_ok=True)
@@ -381,20 +447,44 @@ def _wait_for(inbox, item, summary: IngestSummary) -> tuple[str, InboxFile, Path
     return folder, inbox_file, local
 
 
+def _refuse_too_large(conn, inbox, region: Region, folder: str, inbox_file: InboxFile,
+                      summary: IngestSummary) -> None:
+    """A file over ``[intake] max_file_mb`` is refused unread (reading it could take the machine)."""
+    name = posixpath.basename(inbox_file.path)
+    finding = Finding("FILE_TOO_LARGE", detail=f"{inbox_file.size >> 20} Mo reçus, {region.max_file_bytes >> 20} Mo au plus.")
+    result = refuse_unread(conn, name, folder, inbox_file.size, finding)
+    conn.commit()
+    _archive(conn, inbox, folder, inbox_file, result, summary, extra=[])
+
+
 def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, local: Path,
           summary: IngestSummary) -> None:
     name = posixpath.basename(inbox_file.path)
     clock = time.monotonic()
     extra = _sender_check(region, folder, local)
     try:
-        result = load_file(conn, local, sender=folder, name=name, extra_findings=extra, guard=region.volume_guard)
+        result = load_file(conn, local, sender=folder, name=name, extra_findings=extra, guard=region.volume_guard,
+                           received_at=local_now(region.timezone), limits=region.limits)
     except BaseException:
         conn.rollback()
         raise
     conn.commit()
     summary.timings["load"] += time.monotonic() - clock
+    _archive(conn, inbox, folder, inbox_file, result, summary, extra)
+
+
+def _archive(conn, inbox, folder: str, inbox_file: InboxFile, result: LoadResult, summary: IngestSummary,
+             extra: list[Finding]) -> None:
+    name = posixpath.basename(inbox_file.path)
     clock = time.monotonic()
-    # Committed: only now does the file leave depot/.
+    # Committed: only now does the file leave depot/, if it is still the bytes that were loaded
+    # (a version uploaded again during the load stays for the next run).
+    now_there = inbox.attributes(inbox_file.path) if hasattr(inbox, "attributes") else inbox_file
+    if now_there is None or (now_there.size, now_there.mtime) != (inbox_file.size, inbox_file.mtime):
+        log.warning("%s : modifié pendant son chargement, laissé dans depot/ pour le prochain passage",
+                    shown(inbox_file.path))
+        summary.changed.append(shown(inbox_file.path))
+        return
     target_folder = posixpath.join(folder, {"rejected": REJECTED, "held": HELD}.get(result.status, PROCESSED))
     inbox.ensure_folder(target_folder)
     target = _free_name(inbox, target_folder, name)
@@ -402,15 +492,23 @@ def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, local
     if report:
         inbox.write_text(target + REPORT_SUFFIX, report)
     inbox.move(inbox_file.path, target)
+    if result.report and result.status == "rejected" and result.report.file_findings[0].rule == "TRUNCATED":
+        with conn.transaction():
+            conn.execute("INSERT INTO inbox_watch (path, size, mtime, depot_name) VALUES (%s, %s, %s, %s)"
+                         " ON CONFLICT (path) DO NOTHING", (target, inbox_file.size, inbox_file.mtime, name))
+    with conn.transaction():
+        conn.execute("DELETE FROM inbox_failure WHERE path = %s", (inbox_file.path,))
     summary.timings["archive"] += time.monotonic() - clock
     if result.status == "held":
-        summary.held.append(result)
+        summary.held += held_lines(result)
+    if result.error:
+        summary.technical.append(f"{folder}/{DEPOT}/{shown(name)} (journal n°{result.received_file_id}) :\n{result.error}")
     if extra and result.status == "rejected":
-        summary.sender_mismatches.append(f"{folder}/{DEPOT}/{name} : FINESS d'en-tête {extra[0].value}")
+        summary.sender_mismatches.append(f"{folder}/{DEPOT}/{shown(name)} : FINESS d'en-tête {shown(extra[0].value)}")
     folder_summary = summary.folder(folder)
     setattr(folder_summary, result.status, getattr(folder_summary, result.status) + 1)
     folder_summary.visits_loaded += result.loaded_records
-    log.info("%s/%s : %s (journal n°%s, %s passages chargés)", folder, name, result.status,
+    log.info("%s/%s : %s (journal n°%s, %s passages chargés)", folder, shown(name), result.status,
              result.received_file_id, result.loaded_records)
 
 
@@ -438,19 +536,67 @@ def _report_text(result: LoadResult) -> str | None:
     return None
 
 
-def held_lines(held: list[LoadResult]) -> list[str]:
-    """The ORU's part about held files: which, the figures per day, the two commands."""
-    lines = ["Fichiers mis en attente (rien n'a été appliqué) : ils retireraient des passages que la base détient."]
-    for result in held:
-        header = result.report.header
-        lines.append(f"  - n°{result.received_file_id} « {result.file} », FINESS {header.finess}/{header.ordre}, "
-                     f"période du {header.period_start:%d/%m/%Y} au {header.period_end:%d/%m/%Y} :")
-        for day in result.held_days:
-            lines.append(f"      {day.day:%d/%m/%Y} : {day.held} passage(s) détenu(s), {day.brought} dans ce fichier")
-    lines += ["Vérifiez avec l'établissement (export lancé sur une vue vide ? unité fermée ?), puis :",
-              '  rpu files apply N --reason "..."    (appliquer malgré tout, décision journalisée)',
-              '  rpu files discard N --reason "..."  (écarter le fichier)', ""]
+def held_lines(result: LoadResult) -> list[str]:
+    """The ORU's lines about one held file: which, and the figures per day."""
+    header = result.report.header
+    lines = [f"  - n°{result.received_file_id} {shown(result.file)}, FINESS {header.finess}/{header.ordre}, "
+             f"période du {header.period_start:%d/%m/%Y} au {header.period_end:%d/%m/%Y} :"]
+    for day in result.held_days:
+        lines.append(f"      {day.day:%d/%m/%Y} : {day.held} passage(s) détenu(s), {day.brought} dans ce fichier")
     return lines
+
+
+def shown(name: str) -> str:
+    """A name that came from outside, as it may be written in a log or an e-mail: quoted and
+    escaped when it holds anything but printable characters (a newline would forge a line)."""
+    return name if name.isprintable() else repr(name)
+
+
+_BACK_OFF = (15, 60, 240, 1440)  # minutes before each new try of a file that failed
+
+
+def _record_failure(conn, inbox_file: InboxFile, error: BaseException) -> bool:
+    """Note a file's failure and when to try it again; True the first time (tell the ORU)."""
+    conn.rollback()
+    with conn.transaction():
+        row = conn.execute(
+            "INSERT INTO inbox_failure AS f (path, size, mtime, failures, error, next_try_at)"
+            " VALUES (%(path)s, %(size)s, %(mtime)s, 1, %(error)s, now() + make_interval(mins => %(first)s))"
+            " ON CONFLICT (path) DO UPDATE SET failures = CASE WHEN (f.size, f.mtime) = (EXCLUDED.size, EXCLUDED.mtime)"
+            "   THEN f.failures + 1 ELSE 1 END, size = EXCLUDED.size, mtime = EXCLUDED.mtime, error = EXCLUDED.error,"
+            "   next_try_at = now() + make_interval(mins => (%(delays)s::int[])[least(CASE WHEN"
+            "   (f.size, f.mtime) = (EXCLUDED.size, EXCLUDED.mtime) THEN f.failures + 1 ELSE 1 END, %(steps)s)]),"
+            "   reported_at = CASE WHEN (f.size, f.mtime) = (EXCLUDED.size, EXCLUDED.mtime) THEN f.reported_at END"
+            " RETURNING reported_at",
+            {"path": inbox_file.path, "size": inbox_file.size, "mtime": inbox_file.mtime,
+             "error": type(error).__name__, "first": _BACK_OFF[0], "delays": list(_BACK_OFF),
+             "steps": len(_BACK_OFF)}).fetchone()
+        if row[0] is not None:
+            return False
+        conn.execute("UPDATE inbox_failure SET reported_at = now() WHERE path = %s", (inbox_file.path,))
+    return True
+
+
+def _resume_truncated(conn, inbox, registered: set[str], summary: IngestSummary) -> None:
+    """A file refused as truncated that changed since (the upload went on after we moved it):
+    back to depot/ as a new upload, its report removed. Watched for a day."""
+    with conn.transaction():
+        watched = conn.execute("SELECT path, size, mtime, depot_name, watched_at < now() - interval '1 day'"
+                               " FROM inbox_watch").fetchall()
+    for path, size, mtime, depot_name, expired in watched:
+        folder = path.split("/", 1)[0]
+        now_there = inbox.attributes(path) if hasattr(inbox, "attributes") else None
+        if folder in registered and now_there is not None and (now_there.size, now_there.mtime) != (size, mtime):
+            target = _free_name(inbox, posixpath.join(folder, DEPOT), depot_name)
+            inbox.move(path, target)
+            if inbox.exists(path + REPORT_SUFFIX):
+                inbox.sftp.remove(inbox._path(path + REPORT_SUFFIX))
+            summary.resumed.append(shown(path))
+            log.info("%s : complété après son rejet comme tronqué, remis dans depot/", shown(path))
+        elif not expired and now_there is not None:
+            continue
+        with conn.transaction():
+            conn.execute("DELETE FROM inbox_watch WHERE path = %s", (path,))
 
 
 def _free_name(inbox, folder: str, name: str) -> str:
@@ -482,11 +628,32 @@ def tell_oru(conn, region: Region, summary: IngestSummary, notify: Notify | None
         new_unknown = [row[0] for row in conn.execute(
             "SELECT folder FROM inbox_unknown_folder WHERE notified_at IS NULL AND folder = ANY(%s) ORDER BY folder",
             (summary.unknown_folders,))]
-    if not (new_unknown or summary.sender_mismatches or summary.held) or notify is None:
+    if not (new_unknown or summary.sender_mismatches or summary.held or summary.technical or summary.failed
+            or summary.links_removed) or notify is None:
         return
     lines = []
+    if summary.failed:
+        lines.append("Fichiers qui n'ont pas pu être pris (laissés dans depot/, réessayés avec un délai croissant ; "
+                     "ce message n'est envoyé qu'une fois par fichier) :")
+        lines += [f"  - {path}" for path in summary.failed]
+        lines.append("Vérifiez les droits du fichier sur le serveur SFTP, ou demandez à l'établissement de le redéposer.")
+        lines.append("")
+    if summary.links_removed:
+        lines.append("Liens symboliques trouvés dans des dossiers d'établissement, supprimés sans être suivis :")
+        lines += [f"  - {shown(path)}" for path in summary.links_removed]
+        lines.append("Un compte SFTP ne devrait pas pouvoir en créer : vérifiez la configuration du serveur.")
+        lines.append("")
     if summary.held:
-        lines += held_lines(summary.held)
+        lines.append("Fichiers mis en attente (rien n'a été appliqué) : ils retireraient des passages que la base détient.")
+        lines += summary.held
+        lines += ["Vérifiez avec l'établissement (export lancé sur une vue vide ? unité fermée ?), puis :",
+                  '  rpu files apply N --reason "..."    (appliquer malgré tout, décision journalisée)',
+                  '  rpu files discard N --reason "..."  (écarter le fichier)', ""]
+    if summary.technical:
+        lines.append("Fichiers refusés sur une erreur technique du concentrateur (déplacés dans rejetes/ ; "
+                     "l'établissement lit « erreur technique, l'ORU est prévenu ») :")
+        lines += summary.technical
+        lines.append("")
     if summary.sender_mismatches:
         lines.append("Fichiers rejetés car leur FINESS d'en-tête n'est pas celui du dossier de dépôt (SENDER_MISMATCH) :")
         lines += [f"  - {item}" for item in summary.sender_mismatches]

@@ -57,9 +57,9 @@ class Busy(Exception):
     """Another load holds the establishment: nothing was done, the file is taken next time."""
 
 
-def local_now() -> datetime:
+def local_now(timezone: str | None = None) -> datetime:
     """Now, as local time without zone (as EXTRACT is written), in the region's time zone."""
-    return datetime.now(ZoneInfo(os.environ.get("RPU_TIMEZONE") or "Europe/Paris")).replace(tzinfo=None)
+    return datetime.now(ZoneInfo(timezone or os.environ.get("RPU_TIMEZONE") or "Europe/Paris")).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -234,6 +234,18 @@ def load_file(
         raise Busy(f"« {name} » : l'établissement est en cours de chargement par un autre traitement "
                    f"(attente de plus de {limits.lock_seconds} s) ; le fichier sera repris au prochain passage."
                    ) from error
+
+
+def refuse_unread(conn: psycopg.Connection, name: str, sender: str | None, size: int, finding: Finding) -> LoadResult:
+    """Journal a file refused without reading it (too large to be read safely)."""
+    with conn.transaction():
+        file_id = _open_journal(conn, name, sender, "0" * 64, size, status="loading")
+        report = FileReport(file=name)
+        report.add(finding)
+        result = LoadResult(name, "rejected", file_id, report)
+        _insert_findings(conn, file_id, report.file_findings)
+        conn.execute(query("close_received_file"), _journal_row(file_id, "rejected", report, result))
+    return result
 
 
 def _session_limits(conn, limits: Limits) -> None:
@@ -470,7 +482,8 @@ def _journal_row(file_id: int, status: str, report: FileReport | None = None, re
     return {
         "id": file_id,
         "status": status,
-        "finess": header.finess if header else None,
+        # A malformed FINESS (the reason of a rejection) does not fit the column: the finding keeps it.
+        "finess": header.finess if header and header.finess and len(header.finess) <= 9 else None,
         "ordre": header.ordre if header else None,
         "extract": header.extract if header else None,
         "period_start": header.period_start if header else None,

@@ -284,7 +284,7 @@ class OscourReader:
 
     def _syntax_refusal(self, error, stream, at_end: bool = False) -> FileRefused:
         message = (error.msg or "").split(", line")[0]
-        if "huge text node" in message.lower():  # libxml2's limit on one text node (10 MB without huge_tree)
+        if "text node" in message.lower():  # libxml2 limits one text node to 10 MB (without huge_tree)
             return FileRefused("VALUE_TOO_LARGE", f"Ligne {error.lineno}.")
         if self.root is None and "DOCTYPE" in message.upper():
             return FileRefused("DTD_FORBIDDEN")

@@ -61,7 +61,7 @@ AGE_BANDS = tuple(f"{10 * i}–{10 * i + 9} ans" for i in range(10)) + ("100 ans
 # Length-of-stay classes (minutes): < 1 h, 1–2 h, 2–4 h, 4–6 h, 6–8 h, 8–12 h, 12–24 h, 24–48 h, 48–72 h.
 STAY_BOUNDS = (60, 120, 240, 360, 480, 720, 1440, 2880)
 STAY_CLASSES = ("< 1 h", "1–2 h", "2–4 h", "4–6 h", "6–8 h", "8–12 h", "12–24 h", "24–48 h", "48–72 h")
-FILE_STATUSES = ("loaded", "duplicate", "superseded", "rejected", "loading")
+FILE_STATUSES = ("loaded", "duplicate", "superseded", "held", "rejected", "revoked", "loading")
 
 
 @dataclass(frozen=True)

@@ -192,7 +192,7 @@ def int_text(value: str | None) -> str:
     or beyond ``xs:int`` (``05`` → ``5``; ``x``, ``-1``, ``1.5``, ``999999999999`` → ``0``).
     The value received stays in the regional database, flagged by validation."""
     s = str(value).strip() if value is not None else ""
-    if s.isascii() and s.isdigit():
+    if len(s) <= 10 and s.isascii() and s.isdigit():
         number = int(s)
         if number <= XS_INT_MAX:
             return str(number)

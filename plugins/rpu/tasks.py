@@ -67,8 +67,9 @@ def load_task(establishment: dict) -> dict:
     for line in summary.lines():
         log.info("%s", line)
     if summary.failed:
-        raise RuntimeError(f"{finess} : {len(summary.failed)} fichier(s) en échec inattendu, laissé(s) dans depot/ : "
-                           + ", ".join(summary.failed))
+        # No retry: the file waits for its own delay (inbox_failure); the ORU is told once.
+        raise AirflowFailException(f"{finess} : {len(summary.failed)} fichier(s) en échec inattendu, laissé(s) dans "
+                                   "depot/ et réessayé(s) plus tard : " + ", ".join(summary.failed))
     return {"finess": finess, **summary.as_dict()}
 
 

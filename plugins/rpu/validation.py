@@ -164,7 +164,7 @@ def check_header(raw: RawHeader, report: FileReport, received_at: datetime | Non
     ordre = fields.get("ORDRE", "")
     if ordre == "":
         header.ordre = 0  # absent in some producers' files; 0 is the norm
-    elif ordre.isascii() and ordre.isdigit() and int(ordre) < 1000:
+    elif len(ordre) <= 3 and ordre.isascii() and ordre.isdigit():
         header.ordre = int(ordre)
     else:
         report.add(Finding("ORDRE_INVALID", field="ORDRE", value=ordre))

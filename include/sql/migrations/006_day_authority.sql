@@ -85,3 +85,25 @@ CREATE TABLE held_file (
     content_gzip      bytea  NOT NULL,
     days              jsonb  NOT NULL       -- [{day, held, brought}] the figures that held it
 );
+
+-- A file of the inbox that could not be taken (an unreadable file, say): tried again after a
+-- growing delay, reported to the ORU once. Forgotten when the file changes or leaves depot/.
+CREATE TABLE inbox_failure (
+    path         text        PRIMARY KEY,
+    size         bigint      NOT NULL,
+    mtime        bigint      NOT NULL,
+    failures     integer     NOT NULL,
+    error        text        NOT NULL,     -- the exception's class, never the file's content
+    next_try_at  timestamptz NOT NULL,
+    reported_at  timestamptz
+);
+
+-- Files refused as truncated: if the establishment's client goes on writing one after we moved
+-- it (a stalled upload that resumes), it is put back in depot/ as a new upload.
+CREATE TABLE inbox_watch (
+    path        text        PRIMARY KEY,   -- where it lies now (<FINESS>/rejetes/...)
+    size        bigint      NOT NULL,
+    mtime       bigint      NOT NULL,
+    depot_name  text        NOT NULL,
+    watched_at  timestamptz NOT NULL DEFAULT now()
+);
