@@ -47,7 +47,7 @@ REFUSED_RULES = ("VALUE_NOT_IN_SET", "FORMAT_INVALID", "PROVENANCE_INCOHERENT", 
 TOP_CODES = 10
 FOLDER = "rapports"
 STATUS_LABELS = {"loaded": "chargés", "duplicate": "doublons (déjà reçus)", "superseded": "dépassés (extraction plus "
-                 "ancienne)", "rejected": "refusés", "held": "retenus (en attente de l'ORU)", "loading": "en cours"}
+                 "ancienne)", "rejected": "refusés", "held": "retenus (en attente de l'ORU)", "revoked": "révoqués par l'ORU", "loading": "en cours"}
 WEEKDAYS = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
 
 
