@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run run-celery stop test lint bench install fuzz
+.PHONY: run run-celery stop test lint bench install fuzz docs
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,15 +23,21 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 
 ## A demo region on this machine: PostgreSQL, SFTP, SMTP, Airflow standalone, demo files.
-run: $(BIN)/.installed
+run: $(BIN)/.installed docs
 	$(BIN)/python -m rpu demo start
+	@echo "  Guide en français (établissements, ARS, régions) : $(CURDIR)/site/index.html (sources : docs/fr/)"
 
 ## The same demo on the CeleryExecutor: Redis as broker, two Celery workers (worker-1, worker-2).
-run-celery: $(BIN)/.installed
+run-celery: $(BIN)/.installed docs
 	$(BIN)/python -m rpu demo start --executor celery
+	@echo "  Guide en français (établissements, ARS, régions) : $(CURDIR)/site/index.html (sources : docs/fr/)"
 
 stop: $(BIN)/.installed
 	$(BIN)/python -m rpu demo stop
+
+## The French guide for establishments, the ARS and regions (docs/fr/) as a static site in site/.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --quiet --strict
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/ingest.py

@@ -37,6 +37,13 @@ l'exécution suivante, depuis le dernier fichier chargé de chaque établissemen
   envoie l'e-mail.
 - **Un établissement signalé à tort** (fichier déposé après 10 h) : rien à faire ; son prochain
   fichier résorbe l'épisode.
+
+#### Surveillance
+
+La dernière tâche, `heartbeat`, s'exécute quand tout le reste a réussi (ou n'avait rien à faire) :
+elle inscrit l'exécution réussie (lue par `rpu health`) et appelle l'adresse `[monitoring]
+heartbeat_url` de la région si elle existe. Elle n'échoue jamais ; si les appels cessent, le service
+de surveillance prévient l'ORU.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from datetime import datetime
 from airflow.sdk import CronTriggerTimetable, PokeReturnValue, dag, task
 
 from rpu.airflow_glue import SCHEDULE_TIMEZONE, default_args
+from rpu.feedback_tasks import add_heartbeat
 
 TIMEZONE = SCHEDULE_TIMEZONE
 
@@ -115,4 +123,4 @@ def rpu_absence_monitor():
     monitor_absences(day) >> report_to_oru(day)
 
 
-rpu_absence_monitor()
+add_heartbeat(rpu_absence_monitor())

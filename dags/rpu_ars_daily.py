@@ -18,7 +18,10 @@ précédente).
    - `rapport_<REGION>_<aaaammjj>.html` : rapport autonome (s'ouvre hors ligne dans un navigateur) :
      activité quotidienne des 8 dernières semaines, exhaustivité et exploitabilité FEDORU par champ
      et établissement (vert ≥ 80 %), répartition CCMU, pyramide des âges, durées de passage,
-     fichiers reçus et rejetés.
+     fichiers reçus et rejetés, délais de transmission (tableau et graphique) ;
+   - `delais_<REGION>_<aaaa>_<aaaammjj>.csv` (compagnon du CSV) : par établissement et par jour d'entrée,
+     le nombre de RPU, le délai médian sortie → réception par le concentrateur et la part reçue dans
+     les 24 h et 48 h, puis réception → envoi à Santé publique France (mêmes mesures).
 
    Les fichiers sont gardés (lisibles par le seul compte du service) sous `<exports_dir>/ars/` et
    inscrits au **journal des envois** (table `send`, destination `ars`). Si l'export du jour existe
@@ -46,6 +49,13 @@ région pour le changer) ; un établissement en intégration ou en parallèle n'
 - **`export` en échec** : base injoignable, disque plein sous `exports_dir`, configuration de
   région invalide (message dans le journal de la tâche, aucune donnée patient n'y figure).
   Corrigez puis relancez (*Clear*) : aucun fichier partiel n'est journalisé.
+
+#### Surveillance
+
+La dernière tâche, `heartbeat`, s'exécute quand tout le reste a réussi (ou n'avait rien à faire) :
+elle inscrit l'exécution réussie (lue par `rpu health`) et appelle l'adresse `[monitoring]
+heartbeat_url` de la région si elle existe. Elle n'échoue jamais ; si les appels cessent, le service
+de surveillance prévient l'ORU.
 """
 
 from __future__ import annotations
@@ -54,6 +64,7 @@ import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 from rpu.airflow_glue import SCHEDULE_TIMEZONE, default_args
+from rpu.feedback_tasks import add_heartbeat
 
 
 @dag(
@@ -90,4 +101,4 @@ def rpu_ars_daily():
     export() >> deliver()
 
 
-rpu_ars_daily()
+add_heartbeat(rpu_ars_daily())

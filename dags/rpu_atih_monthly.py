@@ -51,6 +51,13 @@ doit être terminé.
   `deliver` et `reconcile` (ou attendez l'exécution du lendemain, qui construit ce qui manque).
 - `reconcile` échoue tant qu'un établissement `live` du mois n'est pas accepté par l'ATIH : le
   message dit lequel.
+
+#### Surveillance
+
+La dernière tâche, `heartbeat`, s'exécute quand tout le reste a réussi (ou n'avait rien à faire) :
+elle inscrit l'exécution réussie (lue par `rpu health`) et appelle l'adresse `[monitoring]
+heartbeat_url` de la région si elle existe. Elle n'échoue jamais ; si les appels cessent, le service
+de surveillance prévient l'ORU.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ from datetime import datetime
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
 from rpu.airflow_glue import DB_POOL, SCHEDULE_TIMEZONE, default_args
+from rpu.feedback_tasks import add_heartbeat
 
 
 @dag(
@@ -123,4 +131,4 @@ def rpu_atih_monthly():
     delivered >> reconcile(plan, planned, built)
 
 
-rpu_atih_monthly()
+add_heartbeat(rpu_atih_monthly())

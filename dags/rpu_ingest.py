@@ -46,6 +46,13 @@
   ne sont pas touchés.
 - **Des instances `load` restent « scheduled »** : le pool `rpu_db` manque (Admin → Pools ; il est
   créé par `airflow-init`) ou tous ses emplacements sont pris.
+
+#### Surveillance
+
+La dernière tâche, `heartbeat`, s'exécute quand tout le reste a réussi (ou n'avait rien à faire) :
+elle inscrit l'exécution réussie (lue par `rpu health`) et appelle l'adresse `[monitoring]
+heartbeat_url` de la région si elle existe. Elle n'échoue jamais ; si les appels cessent, le service
+de surveillance prévient l'ORU.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ from datetime import datetime
 from airflow.sdk import dag, task
 
 from rpu.airflow_glue import DB_POOL, RPU_TABLE, default_args
+from rpu.feedback_tasks import add_heartbeat
 
 
 @dag(
@@ -107,4 +115,4 @@ def rpu_ingest():
     summarize(planned, loaded)
 
 
-rpu_ingest()
+add_heartbeat(rpu_ingest())

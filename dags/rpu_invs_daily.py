@@ -43,6 +43,13 @@ n'est pas reconstruit. `deliver` est **skipped** (gris) quand il n'y a rien à e
 - **Base régionale injoignable** : vérifiez la connexion `rpu_db`, puis *Clear* de la tâche.
 - Une interruption de plus de 7 jours ne se rattrape pas seule pour les jours non couverts par les
   fichiers reçus : l'ARS décide une reprise (`rpu_invs_replay`).
+
+#### Surveillance
+
+La dernière tâche, `heartbeat`, s'exécute quand tout le reste a réussi (ou n'avait rien à faire) :
+elle inscrit l'exécution réussie (lue par `rpu health`) et appelle l'adresse `[monitoring]
+heartbeat_url` de la région si elle existe. Elle n'échoue jamais ; si les appels cessent, le service
+de surveillance prévient l'ORU.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from datetime import datetime
 from airflow.sdk import CronTriggerTimetable, dag, task
 
 from rpu.airflow_glue import DB_POOL, SCHEDULE_TIMEZONE, default_args
+from rpu.feedback_tasks import add_heartbeat
 
 
 @dag(
@@ -91,4 +99,4 @@ def rpu_invs_daily():
     deliver(planned, build_send.expand(establishment=planned))
 
 
-rpu_invs_daily()
+add_heartbeat(rpu_invs_daily())

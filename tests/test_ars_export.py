@@ -26,7 +26,7 @@ import pytest
 from lxml import html as lxml_html
 from psycopg import sql
 
-from rpu import ars_export, quality, registry, sends, store
+from rpu import ars_export, quality, registry, sends, store, timeliness
 from rpu import region as region_config
 from rpu.generator import demo_establishments, write_oscour_file
 from rpu.loader import load_file
@@ -131,7 +131,8 @@ def test_export_builds_csv_parquet_report_owner_only_and_journals_them(db, regio
         expected = template["visits"]
         assert outcome.built and outcome.visit_count == expected
         assert [s.file_name for s in outcome.sends] == [
-            "rpu_GE_2026_20260316.csv", "rpu_GE_2026_20260316.parquet", "rapport_GE_20260316.html"]
+            "rpu_GE_2026_20260316.csv", "rpu_GE_2026_20260316.parquet", "rapport_GE_20260316.html",
+            "delais_GE_2026_20260316.csv"]
         for send in outcome.sends:
             assert (send.destination, send.kind, send.status) == ("ars", "daily", "built")
             assert (send.period_start, send.period_end, send.year) == (date(2026, 1, 1), date(2026, 3, 15), 2026)
@@ -141,7 +142,7 @@ def test_export_builds_csv_parquet_report_owner_only_and_journals_them(db, regio
             assert mode(path) == 0o600 and mode(path.parent) == 0o700
             assert sends.file_sha256(path)[0] == send.sha256
         assert not list(ars_export.export_dir(region).rglob("*.part"))
-        csv_path, parquet_path, _ = (Path(s.local_path) for s in outcome.sends)
+        csv_path, parquet_path, _, delays_path = (Path(s.local_path) for s in outcome.sends)
 
         # CSV: a French spreadsheet's CSV, one line per visit of the year of the live establishments.
         assert csv_path.read_bytes().startswith(b"\xef\xbb\xbffiness;ordre;code_postal;")
@@ -170,6 +171,11 @@ def test_export_builds_csv_parquet_report_owner_only_and_journals_them(db, regio
         lengths = pc.list_value_length(table.column("diagnostics_associes"))
         assert pc.sum(pc.greater(lengths, 1)).as_py() == len(several)
 
+        # The companion file: timeliness per establishment and day, the same visits.
+        delays = pd.read_csv(delays_path, sep=";", encoding="utf-8-sig", dtype=str, keep_default_na=False)
+        assert tuple(delays.columns) == timeliness.COMPANION_COLUMNS
+        assert delays["rpu"].astype(int).sum() == expected and set(delays["finess"]) == {e["finess"] for e in LIVE}
+
 
 def test_a_second_run_of_the_day_rebuilds_nothing_and_force_replaces_what_was_not_sent(db, region):
     with psycopg.connect(db, autocommit=True) as conn:
@@ -185,12 +191,12 @@ def test_a_second_run_of_the_day_rebuilds_nothing_and_force_replaces_what_was_no
         assert forced.built and forced.cancelled == [s.id for s in first.sends[1:]]
         statuses = dict(conn.execute("SELECT id, status FROM send WHERE destination = 'ars'").fetchall())
         assert statuses[first.sends[0].id] == "sent"  # a delivered file stays delivered
-        assert [statuses[s.id] for s in forced.sends] == ["built"] * 3
+        assert [statuses[s.id] for s in forced.sends] == ["built"] * 4
         assert Path(first.sends[0].local_path).exists()  # kept: the journal still describes it
 
         # Delivered (or cancelled) more than 7 days ago: the local copies go, the journal stays.
         conn.execute("UPDATE send SET created_at = now() - interval '8 days' WHERE status IN ('sent', 'cancelled')")
-        assert sends.purge_local_copies(conn, "ars", within=ars_export.export_dir(region)) == 3
+        assert sends.purge_local_copies(conn, "ars", within=ars_export.export_dir(region)) == 4
         assert not any(Path(s.local_path).exists() for s in first.sends)
         assert all(Path(s.local_path).exists() for s in forced.sends)
 
@@ -214,7 +220,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_neutralised(fres
 def test_an_export_with_no_visit_still_gives_a_header_an_empty_parquet_and_a_report(db, region):
     with psycopg.connect(db, autocommit=True) as conn:
         outcome = ars_export.export_daily(conn, region, date(2025, 6, 1))  # nothing before June 2025
-    csv_path, parquet_path, html_path = (Path(s.local_path) for s in outcome.sends)
+    csv_path, parquet_path, html_path, _ = (Path(s.local_path) for s in outcome.sends)
     assert outcome.visit_count == 0
     assert csv_path.read_bytes() == b"\xef\xbb\xbf" + ";".join(ars_export.COLUMNS).encode() + b"\n"
     assert pq.read_table(parquet_path).num_rows == 0
@@ -300,12 +306,12 @@ def test_report_is_self_contained_french_html_with_every_section(db, region, tem
     text = Path(outcome.sends[2].local_path).read_text(encoding="utf-8")
     doc = lxml_html.document_fromstring(text)
     assert doc.get("lang") == "fr"
-    for section in ("activite", "qualite", "ccmu", "ages", "durees", "fichiers"):
+    for section in ("activite", "qualite", "ccmu", "ages", "durees", "fichiers", "delais"):
         assert doc.get_element_by_id(section).tag == "section"
     assert not doc.xpath("//script | //iframe | //link | //img")
     assert not re.search(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", text)  # nothing fetched from outside
-    # Region chart, one small chart per live establishment, CCMU, pyramid, stays.
-    assert len(doc.xpath("//svg")) == 1 + len(LIVE) + 3
+    # Region chart, one small chart per live establishment, CCMU, pyramid, stays, timeliness.
+    assert len(doc.xpath("//svg")) == 1 + len(LIVE) + 3 + 1
     assert "RPU" in doc.findtext(".//h1") and "16/03/2026" in doc.findtext(".//h1")
 
     # Names are escaped text, never markup.
@@ -353,7 +359,7 @@ def test_dag_is_daily_paris_time_one_run_at_a_time(ars_dag):
     assert ars_dag.catchup is False and ars_dag.max_active_runs == 1
     assert {"rpu", "ars"} <= set(ars_dag.tags)
     assert "En cas d'échec" in ars_dag.doc_md
-    assert ars_dag.task_dict["export"].downstream_task_ids == {"deliver"}
+    assert ars_dag.task_dict["export"].downstream_task_ids == {"deliver", "heartbeat"}
 
 
 @pytest.fixture
@@ -372,13 +378,13 @@ def paris(day: date, hour: int):
     return pendulum.datetime(day.year, day.month, day.day, hour, tz="Europe/Paris")
 
 
-def test_dag_run_delivers_the_three_files_to_the_ars_sftp(ars_dag, dag_env, clean_sftp, template):
+def test_dag_run_delivers_the_four_files_to_the_ars_sftp(ars_dag, dag_env, clean_sftp, template):
     run = ars_dag.test(logical_date=paris(EXPORT_DAY, 6))
     assert run.state == "success"
     journal = ars_sends(dag_env)
     assert [(s.file_name, s.status, s.attempts) for s in journal] == [
         ("rpu_GE_2026_20260316.csv", "sent", 1), ("rpu_GE_2026_20260316.parquet", "sent", 1),
-        ("rapport_GE_20260316.html", "sent", 1)]
+        ("rapport_GE_20260316.html", "sent", 1), ("delais_GE_2026_20260316.csv", "sent", 1)]
     assert sorted(p.name for p in clean_sftp.root.iterdir()) == sorted(s.file_name for s in journal)  # no .part
     for send in journal:
         assert hashlib.sha256((clean_sftp.root / send.file_name).read_bytes()).hexdigest() == send.sha256
@@ -390,9 +396,10 @@ def test_dag_with_the_ars_server_down_fails_then_the_next_run_delivers_the_same_
     clean_sftp.stop()
     run = ars_dag.test(logical_date=paris(EXPORT_DAY, 6))
     assert run.state == "failed"
-    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"export": "success", "deliver": "failed"}
+    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"export": "success", "deliver": "failed",
+                                                                         "heartbeat": "upstream_failed"}
     failed = ars_sends(dag_env)
-    assert [(s.status, s.attempts) for s in failed] == [("failed", 1)] * 3
+    assert [(s.status, s.attempts) for s in failed] == [("failed", 1)] * 4
     assert all("injoignable" in s.remote_answer for s in failed)
     assert not list(clean_sftp.root.iterdir())
     assert any("rpu_ars_daily.deliver" in m.message["Subject"] for m in mailbox.received)  # the ORU is told
@@ -403,6 +410,6 @@ def test_dag_with_the_ars_server_down_fails_then_the_next_run_delivers_the_same_
     assert run.state == "success"
     delivered = ars_sends(dag_env)
     assert [s.id for s in delivered] == [s.id for s in failed]  # no new send: nothing rebuilt
-    assert [(s.status, s.attempts) for s in delivered] == [("sent", 2)] * 3
+    assert [(s.status, s.attempts) for s in delivered] == [("sent", 2)] * 4
     assert {s.local_path: (os.stat(s.local_path).st_mtime_ns, s.sha256) for s in delivered} == built_files
     assert sorted(p.name for p in clean_sftp.root.iterdir()) == sorted(s.file_name for s in delivered)

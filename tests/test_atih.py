@@ -350,7 +350,7 @@ def test_dag_parses_with_params_doc_and_schedule():
     assert set(dag.params.keys()) == {"year", "month"} and dag.max_active_runs == 1
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 6 * * *", "Europe/Paris")
     assert {t.task_id for t in dag.tasks} == {"plan_month", "list_establishments", "build_file", "deliver",
-                                                "reconcile"}
+                                                "reconcile", "heartbeat"}
     assert dag.task_dict["build_file"].pool == "rpu_db"
 
 
@@ -431,7 +431,7 @@ def test_dag_unknown_finess_is_refused_and_reported(airflow_db, conn, region, tm
     assert run.state == "failed"
     assert states(run) == {"plan_month": "success", "list_establishments": "success",
                            f"build_file[{ALPHA['finess']}]": "success", f"build_file[{BRAVO['finess']}]": "success",
-                           "deliver": "failed", "reconcile": "failed"}
+                           "deliver": "failed", "reconcile": "failed", "heartbeat": "upstream_failed"}
     by_finess = {s.finess: s for s in atih_sends(conn)}
     assert (by_finess[ALPHA["finess"]].status, by_finess[ALPHA["finess"]].month) == ("sent", 1)
     bravo = by_finess[BRAVO["finess"]]

@@ -67,6 +67,15 @@ def test_every_long_running_service_has_a_healthcheck_and_restarts(services):
     assert services["airflow-init"]["restart"] == "no"  # a one-shot job
 
 
+def test_the_scheduler_is_unhealthy_when_the_concentrator_is_down(services):
+    """Its healthcheck runs `rpu health` (where the connections and the region are) and fails on
+    exit 2 (down) only: degraded is for the ORU to read, not a reason to flag the container."""
+    [kind, command] = services["airflow-scheduler"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL" and "rpu health" in command and "-lt 2" in command
+    environment = _env(services["airflow-scheduler"])
+    assert {"RPU_DATABASE_URL", "RPU_REGION_CONFIG"} <= set(environment)
+
+
 def test_airflow_runs_with_the_local_executor_and_reaches_its_execution_api(services):
     for name in AIRFLOW_SERVICES | {"airflow-init", "airflow-worker", "flower"}:
         env = _env(services[name])

@@ -96,7 +96,7 @@ def test_a_night_of_twenty_establishments(airflow_db, region_file, regional_db, 
     # One load per establishment, named by its FINESS.
     assert task_states(dag_run) == {"sync_registry": "success", "list_files": "success",
                                     **{f"load[{e['finess']}]": "success" for e in ESTABLISHMENTS},
-                                    "announce_new_data": "success", "summarize": "success"}
+                                    "announce_new_data": "success", "summarize": "success", "heartbeat": "success"}
     rows = journal(regional_db)
     assert len(rows) == 20 and {r[2] for r in rows} == {"loaded"}
     for establishment in ESTABLISHMENTS:
@@ -114,7 +114,7 @@ def test_a_night_of_twenty_establishments(airflow_db, region_file, regional_db, 
     dag_run = run(ingest_dag)
     assert dag_run.state == "success"
     assert task_states(dag_run) == {"sync_registry": "success", "list_files": "success", "load": "skipped",
-                                    "announce_new_data": "skipped", "summarize": "skipped"}
+                                    "announce_new_data": "skipped", "summarize": "skipped", "heartbeat": "success"}
 
 
 def test_rejected_file_goes_to_rejetes_with_a_french_report(airflow_db, region_file, regional_db, clean_sftp,

@@ -246,7 +246,7 @@ def test_dag_parses_with_its_doc_schedule_and_alerting():
     dag = _dag("rpu_invs_daily")
     assert "Santé publique France" in dag.doc_md and "En cas d'échec" in dag.doc_md
     assert dag.max_active_runs == 1 and {"rpu", "invs"} <= set(dag.tags)
-    assert [t.task_id for t in dag.topological_sort()] == ["plan_sends", "build_send", "deliver"]
+    assert [t.task_id for t in dag.topological_sort()] == ["plan_sends", "build_send", "deliver", "heartbeat"]
     assert dag.task_dict["build_send"].pool == "rpu_db"
     assert dag.task_dict["deliver"].trigger_rule == "all_done"  # earlier days' sends go even if the build fails
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("30 5 * * *", "Europe/Paris")
@@ -272,7 +272,7 @@ def test_dag_run_destination_down_then_back_sends_exactly_once(airflow_db, conn,
     assert run.state == DagRunState.FAILED
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states == {"plan_sends": TaskInstanceState.SUCCESS, "build_send": TaskInstanceState.SUCCESS,
-                      "deliver": TaskInstanceState.FAILED}
+                      "deliver": TaskInstanceState.FAILED, "heartbeat": TaskInstanceState.UPSTREAM_FAILED}
     # One build per live establishment, named by its FINESS.
     assert [ti.rendered_map_index for ti in run.get_task_instances() if ti.task_id == "build_send"] == [LIVE["finess"]]
     [send] = invs_sends(conn)
@@ -324,7 +324,7 @@ def test_dag_delivers_earlier_pending_sends_when_a_build_fails(airflow_db, conn,
     assert run.state == DagRunState.FAILED
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     assert states == {"plan_sends": TaskInstanceState.SUCCESS, "build_send": TaskInstanceState.FAILED,
-                      "deliver": TaskInstanceState.FAILED}
+                      "deliver": TaskInstanceState.FAILED, "heartbeat": TaskInstanceState.UPSTREAM_FAILED}
     [send] = invs_sends(conn)
     assert (send.id, send.status, send.attempts) == (earlier.id, "sent", 1)
     assert [p.name for p in clean_sftp.root.iterdir()] == [earlier.file_name]

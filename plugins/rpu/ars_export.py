@@ -28,10 +28,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg.rows import class_row
 
-from rpu import quality, sends
+from rpu import quality, sends, timeliness
 from rpu.quality import FIELDS, ReportData
 from rpu.region import STATUSES, Region, RegionConfigError
 from rpu.store import query
+from rpu.timeliness_report import ars_section as _timeliness_section
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ def file_names(region_code: str, period: ExportPeriod) -> dict[str, str]:
         "csv": f"rpu_{code}_{period.year}_{day}.csv",
         "parquet": f"rpu_{code}_{period.year}_{day}.parquet",
         "html": f"rapport_{code}_{day}.html",
+        "delais": f"delais_{code}_{period.year}_{day}.csv",  # timeliness, the CSV's companion file
     }
 
 
@@ -211,15 +213,20 @@ def build(conn: psycopg.Connection, region: Region, period: ExportPeriod, out_di
                 files_since=datetime.combine(period.window_start, time(0), tz),
                 files_until=datetime.combine(period.export_day + timedelta(days=1), time(0), tz),
                 statuses=statuses)
+            delays = timeliness.summary(conn, period.start, period.end, timezone=region.timezone, statuses=statuses)
+            recent = timeliness.summary(conn, period.window_start, period.end, timezone=region.timezone,
+                                        statuses=statuses)
         total = data.visits.get(None, 0)
         if not csv_rows == parquet_rows == total:  # one snapshot: cannot differ, unless a query is wrong
             raise ExportError(f"Comptes incohérents : CSV {csv_rows}, Parquet {parquet_rows}, rapport {total}.")
         with _private_file(paths["html"]) as out:
-            out.write(render_report(data, region, period, now).encode("utf-8"))
+            out.write(render_report(data, region, period, now, recent).encode("utf-8"))
+        with _private_file(paths["delais"]) as out:
+            out.write(timeliness.companion_csv(delays))
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise
-    return [BuiltFile(kind, names[kind], paths[kind], csv_rows) for kind in ("csv", "parquet", "html")]
+    return [BuiltFile(kind, names[kind], paths[kind], csv_rows) for kind in ("csv", "parquet", "html", "delais")]
 
 
 # --- journal and delivery -----------------------------------------------------------------------
@@ -593,7 +600,8 @@ def _section_files(data: ReportData, tz: ZoneInfo) -> str:
             f"<th>RPU rejetés</th><th>dernier reçu</th></tr></thead><tbody>{''.join(lines)}</tbody></table></div></section>")
 
 
-def render_report(data: ReportData, region: Region, period: ExportPeriod, generated_at: datetime) -> str:
+def render_report(data: ReportData, region: Region, period: ExportPeriod, generated_at: datetime,
+                  delays: timeliness.TimelinessData | None = None) -> str:
     """The report: one self-contained HTML file (inline CSS and SVG, no script, nothing fetched)."""
     tz = ZoneInfo(region.timezone)
     title = f"RPU {region.name} — export du {_d(period.export_day)}"
@@ -609,12 +617,15 @@ def render_report(data: ReportData, region: Region, period: ExportPeriod, genera
         f"<h1>{_e(title)}</h1>",
         f'<p>Période exportée : du {_d(period.start)} au {_d(period.last_day)} inclus (date d\'entrée), '
         f"<strong>{_e(_int(data.visits.get(None, 0)))} RPU</strong>, {len(data.establishments)} établissement(s). "
-        "Fichiers joints : CSV (séparateur « ; », UTF-8) et Parquet, mêmes lignes.</p>",
+        "Fichiers joints : CSV (séparateur « ; », UTF-8) et Parquet, mêmes lignes ; délais de transmission par "
+        "établissement et par jour : <code>delais_*.csv</code>.</p>",
         excluded,
         '<nav><a href="#activite">Activité</a><a href="#qualite">Qualité</a><a href="#ccmu">CCMU</a>'
-        '<a href="#ages">Âges</a><a href="#durees">Durées</a><a href="#fichiers">Fichiers reçus</a></nav>',
+        '<a href="#ages">Âges</a><a href="#durees">Durées</a><a href="#fichiers">Fichiers reçus</a>'
+        + ('<a href="#delais">Délais</a>' if delays else "") + "</nav>",
         _section_activity(data), _section_quality(data), _section_ccmu(data), _section_ages(data),
         _section_stays(data), _section_files(data, tz),
+        _timeliness_section(delays, _rows(data)) if delays else "",
         f'<footer class="note"><p>Produit le {generated_at.astimezone(tz):%d/%m/%Y à %H:%M} par le concentrateur RPU '
         f"de la région {_e(region.name)} ({_e(region.code)}). Heures locales ({_e(region.timezone)}).</p></footer>",
         "</body></html>\n",

@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     from rpu.access import register_access_commands
     from rpu.build_cli import register_build_commands
     from rpu.demo import register_demo_commands
+    from rpu.feedback_cli import register_feedback_commands
     from rpu.files_cli import register_file_commands
     from rpu.monitor_cli import register_establishment_commands
     from rpu.region_cli import register_region_commands
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_region_commands(commands)
     register_access_commands(commands)
     register_demo_commands(commands)
+    register_feedback_commands(commands)
     return parser
 
 

@@ -35,6 +35,7 @@ from psycopg.types.json import Json, Jsonb
 from rpu.model import Limits, Visit, VolumeGuard
 from rpu.rules import FILE, RULES, Finding
 from rpu.store import query
+from rpu.timeliness import record_reception
 from rpu.validation import FileReport, inspect_file
 
 RPU_COLUMNS = (
@@ -300,6 +301,8 @@ def _load(conn, path, name, file_id, extra_findings, guard, decision, received_a
         _insert_findings(conn, file_id, report.file_findings)
     elif result.status == "held":
         _keep_held(conn, path, file_id, result)
+    if result.status == "loaded":
+        record_reception(conn, file_id)  # timeliness: the first file that held each visit
     conn.execute(query("close_received_file"), _journal_row(file_id, result.status, report, result))
     if decision is not None:
         conn.execute("UPDATE received_file SET decided_by = %s, decided_reason = %s, decided_at = now()"

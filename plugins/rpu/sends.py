@@ -26,6 +26,8 @@ from typing import IO
 import psycopg
 from psycopg.rows import class_row
 
+from rpu.timeliness import record_delivery
+
 log = logging.getLogger(__name__)
 
 
@@ -166,7 +168,10 @@ def _attempt(conn: psycopg.Connection, send: Send, deliver: Deliver) -> Send:
             " sent_at = CASE WHEN %s = 'sent' THEN now() ELSE sent_at END WHERE id = %s RETURNING *",
             (status, answer, status, send.id),
         )
-        return cursor.fetchone()
+        updated = cursor.fetchone()
+        if updated.status == "sent" and updated.destination == "invs":  # timeliness, in the same transaction
+            record_delivery(conn, updated.id)
+        return updated
 
 
 def _pending(conn: psycopg.Connection, destination: str, only: Collection[int] | None) -> list[Send]:

@@ -1,0 +1,177 @@
+"""Timeliness: exit → first reception, reception → delivery to Santé publique France, stored at
+load and at send. Real PostgreSQL, real SFTP server for the delivery, visits with known delays."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+from lxml import html as lxml_html
+
+from rpu import ars_export, establishment_report, generator, invs, registry, sends, timeliness
+from rpu import region as region_config
+from rpu.loader import load_file
+from rpu.local_services import postgres_airflow_connection
+from rpu.store import migrate
+from rpu.templating import fr_hours
+
+TZ = "Europe/Paris"
+LIVE, PARALLEL = generator.demo_establishments(2, seed=11)
+
+
+@pytest.fixture
+def conn(fresh_database_url, monkeypatch):
+    url = fresh_database_url()
+    monkeypatch.setenv("AIRFLOW_CONN_RPU_DB", json.dumps(postgres_airflow_connection(url)))
+    with psycopg.connect(url, autocommit=True) as connection:
+        migrate(connection)
+        yield connection
+
+
+@pytest.fixture
+def region(tmp_path, conn) -> region_config.Region:
+    path = tmp_path / "region.toml"
+    path.write_text(region_config.render(
+        code="TST", name="Région de test", operator_emails=["oru@example.org"],
+        establishments=[{"finess": LIVE["finess"], "ordre": 0, "name": LIVE["name"], "status": "live"},
+                        {"finess": PARALLEL["finess"], "ordre": 0, "name": PARALLEL["name"], "status": "parallel"}],
+        paths={"exports_dir": str(tmp_path / "exports")}), encoding="utf-8")
+    region = region_config.load(path)
+    registry.sync(conn, region, author="test")
+    return region
+
+
+def _t(moment: datetime) -> str:
+    return f"{moment:%d/%m/%Y %H:%M}"
+
+
+def oscour(path, finess: str, extract: datetime, visits: list[tuple[datetime, datetime | None, str]]) -> str:
+    """A small OSCOUR file: (ENTREE, SORTIE or None, NAISSANCE dd/mm/yyyy) per visit."""
+    start = min(v[0] for v in visits).date()
+    patients = "".join(
+        f"<PATIENT><CP>67000</CP><COMMUNE>STRASBOURG</COMMUNE><NAISSANCE>{born}</NAISSANCE><SEXE>F</SEXE>"
+        f"<ENTREE>{_t(entree)}</ENTREE><MODE_ENTREE>8</MODE_ENTREE><PROVENANCE>5</PROVENANCE>"
+        f"<TRANSPORT>PERSO</TRANSPORT><TRANSPORT_PEC>AUCUN</TRANSPORT_PEC><MOTIF>GASTRO04</MOTIF>"
+        f"<GRAVITE>2</GRAVITE><DP>R104</DP><LISTE_DA></LISTE_DA><LISTE_ACTES></LISTE_ACTES>"
+        f"<SORTIE>{_t(sortie) if sortie else ''}</SORTIE><MODE_SORTIE>8</MODE_SORTIE><DESTINATION></DESTINATION>"
+        f"<ORIENT></ORIENT></PATIENT>"
+        for entree, sortie, born in visits)
+    path.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><OSCOUR><ETABLISSEMENT>'
+        f"<FINESS>{finess}</FINESS><ORDRE>0</ORDRE><EXTRACT>{extract:%d/%m/%Y %H:%M:%S}</EXTRACT>"
+        f"<DATEDEBUT>{start:%d/%m/%Y}</DATEDEBUT><DATEFIN>{extract:%d/%m/%Y}</DATEFIN></ETABLISSEMENT>"
+        f"<PASSAGES>{patients}</PASSAGES></OSCOUR>", encoding="utf-8")
+    return path
+
+
+def _load(conn, path, finess: str) -> int:
+    # No volume guard: these tiny files empty a day on purpose (a visit the establishment cancelled).
+    result = load_file(conn, path, sender=finess, guard=None)
+    assert result.status == "loaded", result.reason
+    return result.received_file_id
+
+
+def test_known_delays_from_exit_to_reception_then_to_santé_publique_france(conn, region, tmp_path, clean_sftp):
+    now = datetime.now(ZoneInfo(TZ)).replace(tzinfo=None, second=0, microsecond=0)
+    # Arrival delays (exit → reception): 30 h, 10 h, 52 h (no SORTIE: from ENTREE).
+    visits = [(now - timedelta(hours=32), now - timedelta(hours=30), "01/02/1950"),
+              (now - timedelta(hours=12), now - timedelta(hours=10), "02/03/1980"),
+              (now - timedelta(hours=52), None, "03/04/2001")]
+    first = _load(conn, oscour(tmp_path / "a.xml", LIVE["finess"], now, visits), LIVE["finess"])
+    _load(conn, oscour(tmp_path / "p.xml", PARALLEL["finess"], now, visits[:1]), PARALLEL["finess"])
+
+    start, end = (now - timedelta(days=4)).date(), now.date() + timedelta(days=1)
+    data = timeliness.summary(conn, start, end, timezone=TZ, statuses=["live"], bucket="day")
+    live = data.of((LIVE["finess"], 0))
+    assert live.visits == 3
+    assert live.arrival_median_h == pytest.approx(30, abs=0.1)
+    assert live.arrival_24h == pytest.approx(1 / 3) and live.arrival_48h == pytest.approx(2 / 3)
+    assert (live.delivered, live.delivery_median_h, live.delivery_24h) == (0, None, None)
+    by_day = {day: data.of((LIVE["finess"], 0), day).visits for day in {v[0].date() for v in visits}}
+    assert sum(by_day.values()) == 3
+    assert data.of(None).visits == 3  # the parallel establishment is outside the "live" scope
+
+    # A newer extract: the first visit is gone (cancelled by the establishment), the second got a
+    # corrected SORTIE (now 9 h before), the third is unchanged. First receptions are kept.
+    second = _load(conn, oscour(tmp_path / "b.xml", LIVE["finess"], now + timedelta(minutes=1),
+                                [(visits[1][0], now - timedelta(hours=9), visits[1][2]), visits[2]]), LIVE["finess"])
+    rows = conn.execute("SELECT first_file_id, last_file_id FROM visit_timeliness WHERE finess = %s",
+                        (LIVE["finess"],)).fetchall()
+    assert sorted(rows) == [(first, second), (first, second)]
+    live = timeliness.summary(conn, start, end, timezone=TZ, statuses=["live"]).of((LIVE["finess"], 0))
+    assert live.visits == 2 and live.arrival_median_h == pytest.approx((9 + 52) / 2, abs=0.1)
+
+    # The daily send to Santé publique France, delivered to the real SFTP server: each delivered
+    # visit gets its delivery time; the parallel establishment is never sent.
+    outcome = invs.build_daily(conn, region.outbox_dir("invs"), timezone=TZ)
+    assert [s.finess for s in outcome.built] == [LIVE["finess"]]
+    from airflow.providers.sftp.hooks.sftp import SFTPHook
+
+    [delivered] = sends.deliver_pending_over(
+        conn, "invs", lambda: SFTPHook(ssh_conn_id="invs_outbox", conn_retry_attempts=1).get_managed_conn())
+    assert delivered.status == "sent"
+    received_at = conn.execute("SELECT received_at FROM received_file WHERE id = %s", (first,)).fetchone()[0]
+    expected_h = (delivered.sent_at - received_at).total_seconds() / 3600
+    data = timeliness.summary(conn, start, end, timezone=TZ, statuses=["live", "parallel"])
+    live = data.of((LIVE["finess"], 0))
+    assert live.delivered == 2 and live.delivery_median_h == pytest.approx(expected_h, abs=1e-6)
+    assert live.delivery_24h == 1.0
+    assert data.of((PARALLEL["finess"], 0)).delivered == 0
+    assert data.of(None).visits == 3 and data.of(None).delivered == 2
+
+    # Both reports show these figures: the establishment's own page, and the ARS report's table.
+    page = establishment_report.build(conn, region, LIVE["finess"], 0, start, now.date())
+    tree = lxml_html.fromstring(page.html)
+    median = fr_hours(live.arrival_median_h)  # (9 h + 52 h) / 2 = 30 h 30, plus the seconds the load took
+    assert live.arrival_median_h == pytest.approx(30.5, abs=0.1)
+    assert tree.get_element_by_id("delai-median").text_content() == median
+    assert tree.get_element_by_id("part-24h").text_content() == "50\u00a0%"
+    built = ars_export.build(conn, region, ars_export.ExportPeriod(now.date() + timedelta(days=1)), tmp_path / "ars")
+    report = lxml_html.fromstring(next(f for f in built if f.kind == "html").path.read_text(encoding="utf-8"))
+    [row] = [tr for tr in report.get_element_by_id("delais").xpath(".//tr") if LIVE["finess"] in tr.text_content()]
+    cells = [td.text_content() for td in row.xpath("./td")]
+    assert cells[1:5] == ["2", median, "50,0\u00a0%", "50,0\u00a0%"]
+    assert cells[5] == "2" and cells[7] == "100,0\u00a0%"  # both delivered within 24 h of their reception
+    assert PARALLEL["finess"] not in report.get_element_by_id("delais").text_content()  # not exported
+
+    # A second delivery of the same period (a replay) does not move the first delivery time.
+    assert timeliness.record_delivery(conn, delivered.id) == 0
+
+    # The companion CSV of the ARS export: one line per establishment and day, French numbers.
+    text = timeliness.companion_csv(data).decode("utf-8-sig")
+    lines = [line.split(";") for line in text.splitlines()]
+    assert lines[0] == list(timeliness.COMPANION_COLUMNS)
+    assert sum(int(line[3]) for line in lines[1:]) == 3
+    assert all(line[0] in (LIVE["finess"], PARALLEL["finess"]) for line in lines[1:])
+
+
+def test_migration_backfills_the_visits_already_held(fresh_database_url):
+    """A database loaded before the timeliness table existed gets one row per visit held, first
+    received with the file that holds it now."""
+    from rpu import store
+
+    with psycopg.connect(fresh_database_url(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migration (version integer PRIMARY KEY, name text NOT NULL,"
+                     " checksum char(64) NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        for migration in (m for m in store.known_migrations() if m.version < 7):
+            conn.execute(migration.sql)
+            conn.execute("INSERT INTO schema_migration (version, name, checksum) VALUES (%s, %s, %s)",
+                         (migration.version, migration.name, migration.checksum))
+        file_id = conn.execute(
+            "INSERT INTO received_file (file_name, sha256, size_bytes, finess, ordre, status, received_at)"
+            " VALUES ('old.xml', repeat('0', 64), 1, %s, 0, 'loaded', '2026-03-08 03:00+01') RETURNING id",
+            (LIVE["finess"],)).fetchone()[0]
+        # Two identical visits (same minute, same birth date and sex) and a third one.
+        conn.execute(
+            "INSERT INTO rpu (received_file_id, record_no, finess, ordre, naissance, sexe, entree, sortie) VALUES"
+            " (%(f)s, 1, %(e)s, 0, '1950-01-01', 'F', '2026-03-07 10:00', '2026-03-07 12:00'),"
+            " (%(f)s, 2, %(e)s, 0, '1950-01-01', 'F', '2026-03-07 10:00', NULL),"
+            " (%(f)s, 3, %(e)s, 0, NULL, NULL, '2026-03-06 23:00', NULL)", {"f": file_id, "e": LIVE["finess"]})
+        assert [m.version for m in store.migrate(conn)] == [m.version for m in store.known_migrations()
+                                                             if m.version >= 7]
+        rows = conn.execute("SELECT first_file_id, exit_at FROM visit_timeliness ORDER BY exit_at").fetchall()
+        assert rows == [(file_id, datetime(2026, 3, 6, 23, 0)), (file_id, datetime(2026, 3, 7, 10, 0)),
+                        (file_id, datetime(2026, 3, 7, 12, 0))]
