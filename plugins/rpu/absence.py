@@ -532,13 +532,15 @@ def replay_needed_text(region: Region, establishment: Watched | None, episode: E
         "  2. Une fois ce fichier chargé, l'envoi quotidien vers Santé publique France le transmet le lendemain "
         "matin et cet épisode se clôt de lui-même (voir le bilan quotidien). Pour l'envoyer sans attendre, ou si "
         f"Santé publique France le redemande, déclenchez la reprise dans Airflow : {replay_link(region)}",
-        "     bouton « Trigger » (Déclencher), puis remplir le formulaire :",
-        f"       finess = {episode.finess}, ordre = {episode.ordre}, start = {start.isoformat()}, "
-        f"end = {end.isoformat()},",
-        "       reason = le motif (par exemple « absence d'envoi du ... au ... »),",
-        "       dry_run = coché d'abord (simulation : nombre de passages par jour, rien n'est envoyé),",
-        "       puis une seconde fois décoché pour l'envoi réel.",
-        "     En JSON (options avancées du formulaire) :",
+        "     bouton « Déclencher » (« Trigger » si votre navigateur est en anglais), puis dans le formulaire :",
+        f"       FINESS géographique = {episode.finess}, ORDRE = {episode.ordre},",
+        f"       Premier jour à renvoyer = {fr(start)}, Dernier jour à renvoyer = {fr(end)},",
+        "       Simulation (rien n'est envoyé) = cochée d'abord : le nombre de passages par jour s'affiche, rien "
+        "n'est envoyé ;",
+        "       Motif = par exemple « absence d'envoi du ... au ... ».",
+        "     Puis déclenchez de nouveau avec « Simulation » décochée pour l'envoi réel. Si la reprise est refusée, "
+        "la raison s'affiche dans Airflow (tâche check_request) : corrigez et déclenchez de nouveau.",
+        "     En JSON (API REST, ou « airflow dags trigger -c ») :",
         f'       {{"finess": "{episode.finess}", "ordre": {episode.ordre}, "start": "{start.isoformat()}", '
         f'"end": "{end.isoformat()}", "dry_run": true, "reason": "absence d\'envoi"}}',
         "  3. L'envoi (quotidien ou reprise) est inscrit au journal des envois et clôt cet épisode.", "",
@@ -564,6 +566,13 @@ def send_oru_digest(conn: psycopg.Connection, region: Region, today: date, now: 
         conn.commit()
         return None
     text = digest_text(conn, region, today, switch.streaks(conn, today, region.timezone))
+    from rpu import replay  # refused replay requests: one line each, here and nowhere else
+
+    refusals = replay.refusals_digest(conn, now, region.timezone)
+    if refusals:
+        marker = "\nJournal des exécutions : "
+        head, _, tail = text.rpartition(marker)
+        text = f"{head}\n{refusals}{marker}{tail}" if head else text + "\n" + refusals
     to = list(region.operator_emails)
     if to:
         notify(to, f"[RPU {region.code}] Bilan quotidien du {fr(today)} : absences et bascules", text)
