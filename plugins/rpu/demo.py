@@ -63,6 +63,13 @@ DEFAULT_PORT = 8080
 N_ESTABLISHMENTS = 10
 SILENT_DAYS = 9
 HISTORY_DAYS = 10
+JWT_SECRET_BYTES = 48  # 64 characters, as `rpu region init` draws it
+
+
+def _parallelism(establishments: int) -> int:
+    from rpu.sizing import airflow_parallelism
+
+    return airflow_parallelism(os.cpu_count(), establishments)
 
 
 def state_dir() -> Path:
@@ -225,7 +232,9 @@ class AirflowSite:
     region_config: Path
     dags_folder: Path = REPO_ROOT / "dags"
     paused_at_creation: bool = True
-    jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    parallelism: int = field(default_factory=lambda: _parallelism(N_ESTABLISHMENTS))
+    # 64 characters: Airflow signs its tokens with HS512, whose key PyJWT wants of 64 bytes at least.
+    jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(JWT_SECRET_BYTES))
     api_secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -255,11 +264,17 @@ class AirflowSite:
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.url,
             "AIRFLOW__API__WORKERS": "1",
+            # Task slots (LocalExecutor workers) sized to the machine and the region (rpu.sizing),
+            # not Airflow's default of 32 idle workers.
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__API__SECRET_KEY": self.api_secret_key,
             "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
             # New DAG files are seen within 30 s (default 5 min).
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "RPU_REGION_CONFIG": str(self.region_config),
+            # Fewer glibc malloc arenas in the threaded components (API server, triggerer): the
+            # same work in less memory on a laptop.
+            "MALLOC_ARENA_MAX": "2",
         })
         for conn_id, connection in self.connections.items():
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(connection)
@@ -293,6 +308,10 @@ class AirflowSite:
         started = {}
         for component in only:
             argv = [airflow, component]
+            if component in ("scheduler", "triggerer"):
+                # One machine, one log folder: the API server reads the task logs from disk, so the
+                # log-serving process each of them would start (~55 MiB each) serves nobody.
+                argv.append("--skip-serve-logs")
             if component == "api-server":
                 argv += ["--host", "127.0.0.1", "--port", str(self.port)]
             started[component] = spawn(component, argv, env, log_dir / f"{component}.log", cwd=self.home)
@@ -595,7 +614,7 @@ def _load_or_create_config(state: DemoState) -> dict:
         "created_at": datetime.now(ZoneInfo(TIMEZONE)).isoformat(timespec="seconds"),
         "ports": {"airflow": wanted if port_free(wanted) else free_port(), "sftp": free_port(), "smtp": free_port()},
         "sftp": {"username": "rpu", "password": secrets.token_urlsafe(16)},
-        "secrets": {"jwt": secrets.token_urlsafe(32), "api": secrets.token_urlsafe(32)},
+        "secrets": {"jwt": secrets.token_urlsafe(JWT_SECRET_BYTES), "api": secrets.token_urlsafe(32)},
     }
     state.write(state.config_path, config)
     return config
@@ -685,6 +704,7 @@ def site_for(state: DemoState, config: dict, admin_url: str) -> AirflowSite:
     return AirflowSite(home=state.airflow_home, database_url=sqlalchemy_url(metadata), port=config["ports"]["airflow"],
                        connections=connections, region_config=state.region_path,
                        paused_at_creation=not config.get("dags_released", False),
+                       parallelism=_parallelism(len(demo_establishments())),
                        jwt_secret=config["secrets"]["jwt"], api_secret_key=config["secrets"]["api"])
 
 
@@ -703,6 +723,10 @@ def start(state: DemoState | None = None, out=print) -> int:
         running = {name: p for name, p in state.processes().items() if p.alive()}
         for name in set(state.processes()) - set(running):
             state.record(forget=name)
+        if len(config["secrets"]["jwt"]) < 64 and not set(running) & set(AIRFLOW_COMPONENTS):
+            # A demo made before the key was long enough: a new one while no component uses it.
+            config["secrets"]["jwt"] = secrets.token_urlsafe(JWT_SECRET_BYTES)
+            state.write(state.config_path, config)
 
         def say(text: str) -> None:
             out(f"[{time.monotonic() - began:5.1f} s] {text}")
@@ -769,25 +793,28 @@ def start(state: DemoState | None = None, out=print) -> int:
         if seeded.get("done"):
             say("données de démonstration : historique chargé, fichiers de la nuit déposés")
         scenario_running = "scenario" in running
-        if (seeded.get("done") or not config.get("dags_released")) and not scenario_running:
+        first_night = bool(seeded.get("done") or not config.get("dags_released"))
+        if first_night and not scenario_running:
             process, _ = spawn("scenario", [python, "-m", "rpu.demo", "scenario", "--state", str(state.root)],
                                env, state.logs / "scenario.log")
             state.record(process)
         out("")
-        out(summary(state, config, site))
+        out(summary(state, config, site, first_night=first_night or scenario_running))
         out(f"(démarrage : {time.monotonic() - began:.0f} s)")
     return 0
 
 
-def summary(state: DemoState, config: dict, site: AirflowSite) -> str:
+def summary(state: DemoState, config: dict, site: AirflowSite, *, first_night: bool = False) -> str:
+    """What ``make run`` prints: where everything is; on the first start only, what the first
+    night will show; and a replay to try, dry run first (as the README and the DAG's doc say)."""
     passwords = state.read(state.passwords_path)
     establishments = demo_establishments()
     live = next(e for e in establishments if e["status"] == "live" and not e["role"])
     silent = next(e for e in establishments if e["role"] == "silent")
     today = datetime.now(ZoneInfo(TIMEZONE)).date()
-    return "\n".join([
+    lines = [
         "Concentrateur RPU de démonstration",
-        f"  Interface Airflow : {site.url}",
+        f"  Interface Airflow : {site.url} (en français si votre navigateur l'est)",
         f"    opérateur (ORU)  : admin / {passwords.get('admin', '?')}",
         f"    ARS              : ars / {passwords.get('ars', '?')} (lit tout, ne déclenche que rpu_invs_replay)",
         f"    mots de passe    : {state.passwords_path}",
@@ -795,13 +822,22 @@ def summary(state: DemoState, config: dict, site: AirflowSite) -> str:
         f"  SFTP : sftp -P {config['ports']['sftp']} {config['sftp']['username']}@127.0.0.1"
         f" (mot de passe dans {state.config_path}) ; dépôts : /{INBOX_DIR}/<FINESS>/depot/",
         f"  Journaux : {state.logs} ; région : {state.region_path}",
-        "  Dans quelques minutes : rpu_ingest charge la nuit (un fichier rejeté avec son rapport dans"
-        f" {INBOX_DIR}/<FINESS>/rejetes/), rpu_absence_monitor envoie l'alerte ARS ({silent['name']},"
-        f" FINESS {silent['finess']}, sans fichier depuis {SILENT_DAYS} jours).",
-        f"  Une reprise à essayer (connecté en ars) : rpu_invs_replay, finess={live['finess']},"
-        f" start={today - timedelta(days=7)}, end={today - timedelta(days=1)}, dry_run décoché, un motif.",
+        f"  Airflow : {site.parallelism} tâches à la fois ({os.cpu_count()} cœurs, {len(establishments)} établissements)",
+    ]
+    if first_night:
+        lines.append(
+            "  Dans les minutes qui viennent, une exécution de chaque DAG : rpu_ingest charge la nuit (un fichier"
+            f" rejeté, avec son rapport dans {INBOX_DIR}/<FINESS>/rejetes/), rpu_absence_monitor envoie l'alerte ARS"
+            f" ({silent['name']}, FINESS {silent['finess']}, sans fichier depuis {SILENT_DAYS} jours),"
+            " rpu_ars_daily l'export de l'ARS, rpu_invs_daily l'envoi à Santé publique France.")
+    lines += [
+        f"  Une reprise à essayer (connecté en ars) : rpu_invs_replay, bouton Déclencher, FINESS géographique"
+        f" {live['finess']}, du {today - timedelta(days=7):%d/%m/%Y} au {today - timedelta(days=1):%d/%m/%Y},"
+        " un motif, « Simulation » laissée cochée (nombre de passages par jour, rien n'est envoyé) ;"
+        " puis de nouveau, décochée, pour l'envoi réel.",
         "  Arrêter : make stop (python -m rpu demo stop) ; état : python -m rpu demo status",
-    ])
+    ]
+    return "\n".join(lines)
 
 
 def stop(state: DemoState | None = None, out=print, purge: bool = False) -> int:
@@ -918,9 +954,10 @@ def serve_smtp(mailbox: Path, port: int) -> int:
 
 def scenario(state_root: Path, out=print) -> int:
     """What an operator would do after the first night, through the REST API as ``admin``:
-    unpause ``rpu_ingest`` and run it now; once the night is loaded, unpause every DAG and run
-    the day's absence check (the ARS alert), the ARS export and the daily send, each after the
-    previous one ended. Whatever happens, every DAG ends up unpaused."""
+    unpause ``rpu_ingest`` (its latest scheduled run starts at once); once the night is loaded,
+    unpause the daily DAGs one at a time, each after the previous one's run ended: the absence
+    check (the ARS alert), the ARS export, the daily send, the monthly ATIH flow. One run of
+    each. Whatever happens, every DAG ends up unpaused."""
     state = DemoState(state_root)
     config = state.read(state.config_path)
     passwords = state.read(state.passwords_path)
@@ -935,19 +972,24 @@ def scenario(state_root: Path, out=print) -> int:
         final = api.wait_for_run(dag_id, body["dag_run_id"], timeout=900)
         out(f"{dag_id} : {final} {api.task_states(dag_id, body['dag_run_id'])}")
 
+    def run_once(dag_id: str) -> None:
+        """Unpause the DAG: the scheduler starts its latest scheduled run at once (catchup=False);
+        that run is the one. Only a DAG that got none in 30 s is triggered by hand: one start,
+        one run of each (never a scheduled run plus a manual one)."""
+        api.unpause(dag_id)
+        out(f"{dag_id} : activé")
+        if not api.wait_for_runs(dag_id, timeout=30):
+            run(dag_id)
+        for run_ in api.wait_until_idle(dag_id, timeout=900):
+            out(f"{dag_id} : {run_['state']} {api.task_states(dag_id, run_['dag_run_id'])}")
+
     try:
         api.wait_for_dag("rpu_ingest", timeout=120)
-        api.unpause("rpu_ingest")
-        out("rpu_ingest : activé")
-        # Unpausing starts the latest scheduled run at once; run it by hand only if none came.
-        if not api.wait_for_runs("rpu_ingest", timeout=20):
-            run("rpu_ingest")
-        for run_ in api.wait_until_idle("rpu_ingest", timeout=600):
-            out(f"rpu_ingest : {run_['state']} {api.task_states('rpu_ingest', run_['dag_run_id'])}")
-        _unpause_all(api, out)
-        for dag_id in ("rpu_absence_monitor", "rpu_ars_daily", "rpu_invs_daily"):
+        run_once("rpu_ingest")
+        # Then one flow at a time, the day's absence check first (the ARS alert).
+        for dag_id in ("rpu_absence_monitor", "rpu_ars_daily", "rpu_invs_daily", "rpu_atih_monthly"):
             if api.dag_exists(dag_id):
-                run(dag_id)
+                run_once(dag_id)
             else:
                 out(f"{dag_id} : absent (pas encore écrit, ou erreur d'import) : ignoré")
     finally:

@@ -169,6 +169,8 @@ def connection_definitions(s: RegionSecrets) -> dict[str, dict]:
 
 def render_env(code: str, name: str, region_dir: str, s: RegionSecrets) -> str:
     """The text of a region's ``.env`` (what docker compose reads, and ``rpu region check --env``)."""
+    from rpu.sizing import airflow_parallelism
+
     conns = connection_definitions(s)
 
     def conn(conn_id: str) -> str:
@@ -187,6 +189,10 @@ def render_env(code: str, name: str, region_dir: str, s: RegionSecrets) -> str:
         "AIRFLOW_BIND=127.0.0.1",
         "AIRFLOW_PORT=8080",
         "SFTP_PORT=2222",
+        "# Tâches Airflow simultanées (LocalExecutor) : 2 par cœur de cette machine, 3 au plus jusqu'à 30",
+        "# établissements, 6 au-delà (rpu.sizing) ; à revoir si la région grandit ou change de machine.",
+        f"AIRFLOW_PARALLELISM={airflow_parallelism(os.cpu_count(), establishments=0)}",
+        "AIRFLOW_API_WORKERS=1",
         "# Heure locale de la région pour les horaires des DAG (= [region] timezone de region.toml).",
         "RPU_TIMEZONE=Europe/Paris",
         "",
