@@ -54,7 +54,7 @@ def refuse(answer: str, ti=None) -> NoReturn:
             ti.xcom_push(key="refus", value=answer)
         except Exception:  # the answer is still in the log and in the exception
             log.warning("XCom « refus » non enregistrée", exc_info=True)
-    raise RequestRefused(answer)
+    raise RequestRefused(answer) from None  # the answer alone, not the exception it replaces
 
 
 class OperatorAlert(SmtpNotifier):
