@@ -354,3 +354,20 @@ def test_a_daily_file_carrying_the_catch_up_file_also_closes_the_episode(conn, t
     ((episode_id, *_, send_id),) = absence.close_replayed(conn, datetime.now(TZ))
     assert (episode_id, send_id) == (replay_needed.id, daily.id)
     assert absence.episodes(conn, finess=A)[0].state == "replayed"
+
+
+def test_a_refusal_that_cannot_be_journaled_is_still_answered(conn):
+    conn.execute("ALTER TABLE replay_refusal RENAME TO replay_refusal_away")
+    conn.commit()
+    try:
+        assert replay.record_refusal(conn, "Reprise refusée : essai", requested_by="ars", run_id="r",
+                                     params={"finess": A}) is None
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is still usable
+    finally:
+        conn.rollback()
+        conn.execute("ALTER TABLE replay_refusal_away RENAME TO replay_refusal")
+        conn.commit()
+    assert replay.record_refusal(conn, "Reprise refusée : essai", requested_by=None, run_id=None,
+                                 params={"finess": A, "ordre": 0}) is not None
+    assert conn.execute("SELECT requested_by, finess, ordre, period_start FROM replay_refusal").fetchall() == [
+        ("inconnu", A, "0", None)]

@@ -21,6 +21,8 @@ No Airflow import; ``today`` and ``now`` are parameters.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -33,6 +35,8 @@ import psycopg
 from rpu import absence, sends
 from rpu import finess as finess_rules
 from rpu.wording import plural
+
+log = logging.getLogger(__name__)
 
 MAX_SPAN_DAYS = 366
 MIN_REASON = 5
@@ -237,17 +241,24 @@ def deliver(conn: psycopg.Connection, send_id: int, open_session: Callable[[], A
 # --- refusals: answers to the ARS, listed once in the ORU's digest ------------------------------
 
 def record_refusal(conn: psycopg.Connection, refusal: str, *, requested_by: str | None, run_id: str | None,
-                   params: dict) -> int:
-    """Journal a refused request (values as typed) for the ORU's next daily digest. Commits."""
-    conn.commit()
-    (refusal_id,) = conn.execute(
-        "INSERT INTO replay_refusal (requested_by, run_id, finess, ordre, period_start, period_end, reason, refusal)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (requested_by or "inconnu", run_id, *(None if params.get(k) is None else str(params.get(k))
-                                               for k in ("finess", "ordre", "start", "end", "reason")),
-         refusal)).fetchone()
-    conn.commit()
-    return refusal_id
+                   params: dict) -> int | None:
+    """Journal a refused request (values as typed) for the ORU's next daily digest. Commits.
+    Never in the way of the answer: if it cannot be journaled (None), the ARS still gets it."""
+    try:
+        conn.commit()
+        (refusal_id,) = conn.execute(
+            "INSERT INTO replay_refusal (requested_by, run_id, finess, ordre, period_start, period_end, reason,"
+            " refusal) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (requested_by or "inconnu", run_id, *(None if params.get(k) is None else str(params.get(k))
+                                                   for k in ("finess", "ordre", "start", "end", "reason")),
+             refusal)).fetchone()
+        conn.commit()
+        return refusal_id
+    except psycopg.Error:
+        log.warning("Refus de reprise non journalisé (le bilan de l'ORU ne le citera pas)", exc_info=True)
+        with contextlib.suppress(psycopg.Error):
+            conn.rollback()
+        return None
 
 
 def refusals_digest(conn: psycopg.Connection, now: datetime, tz: str = "Europe/Paris") -> str:
