@@ -189,7 +189,7 @@ def render_env(code: str, name: str, region_dir: str, s: RegionSecrets) -> str:
         "AIRFLOW_BIND=127.0.0.1",
         "AIRFLOW_PORT=8080",
         "SFTP_PORT=2222",
-        "# Tâches Airflow simultanées (LocalExecutor) : 2 par cœur de cette machine, 3 au plus jusqu'à 30",
+        "# Tâches Airflow simultanées (LocalExecutor) : 2 par cœur de cette machine, 2 au plus jusqu'à 30",
         "# établissements, 6 au-delà (rpu.sizing) ; à revoir si la région grandit ou change de machine.",
         f"AIRFLOW_PARALLELISM={airflow_parallelism(os.cpu_count(), establishments=0)}",
         "AIRFLOW_API_WORKERS=1",

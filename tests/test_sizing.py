@@ -1,0 +1,32 @@
+"""Airflow's task slots for one region, from the machine and the region (rpu.sizing): the demo
+and `rpu region init` (compose's AIRFLOW_PARALLELISM) use the same rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from rpu.sizing import airflow_parallelism
+
+
+@pytest.mark.parametrize(("cores", "establishments", "slots"), [
+    (1, 10, 2),     # never fewer than 2: the ingest and one other flow
+    (2, 10, 2),     # the demo on a laptop
+    (2, 90, 4),     # Île-de-France on a small machine: 2 per core
+    (4, 90, 6),     # ... on a bigger one: every flow of the package at once
+    (16, 90, 6),    # more cores do not make more flows
+    (16, 30, 2),    # a small region stays small
+    (16, 31, 6),
+])
+def test_slots_follow_the_cores_and_the_region(cores, establishments, slots):
+    assert airflow_parallelism(cores, establishments) == slots
+
+
+def test_the_machine_is_read_when_not_given():
+    assert 2 <= airflow_parallelism(None, 0) <= 6
+
+
+def test_region_init_writes_the_slots_in_the_env_file():
+    from rpu.region_cli import RegionSecrets, render_env
+
+    text = render_env("tst", "Région de test", "./regions/tst", RegionSecrets.generate())
+    assert f"AIRFLOW_PARALLELISM={airflow_parallelism(None, 0)}" in text.splitlines()
