@@ -98,7 +98,8 @@ def test_region_has_ten_establishments_mostly_live(demo):
 
 def test_every_process_runs_in_its_own_group(demo):
     processes = demo["state"].processes()
-    assert {"sftp", "smtp", "scheduler", "dag-processor", "triggerer", "api-server"} <= set(processes)
+    assert {"sftp", "smtp", "scheduler", "dag-processor", "api-server"} <= set(processes)
+    assert "triggerer" not in processes  # no task defers (tests/test_sizing.py)
     for name, process in processes.items():
         if name == "scenario":
             continue
@@ -154,7 +155,7 @@ def test_airflow_is_healthy_with_the_region_accounts(demo):
     base = f"http://127.0.0.1:{demo['port']}"
     admin = AirflowApi(base, "admin", demo["passwords"]["admin"])
     health = admin.request("GET", "/api/v2/monitor/health", auth=False)[1]
-    assert {health[k]["status"] for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")} == {"healthy"}
+    assert {health[k]["status"] for k in ("metadatabase", "scheduler", "dag_processor")} == {"healthy"}
     ars = AirflowApi(base, "ars", demo["passwords"]["ars"])
     admin.wait_for_dag("rpu_ingest", timeout=60)
     assert ars.trigger("rpu_ingest")[0] == 403
@@ -251,7 +252,7 @@ def test_start_again_is_safe(demo):
     assert "Dans les minutes qui viennent" not in again.stdout  # said at the first start only
     after = {name: (p.pid, p.start_ticks) for name, p in demo["state"].processes().items() if p.alive()}
     assert {k: v for k, v in after.items() if k != "scenario"} == {k: v for k, v in before.items() if k != "scenario"}
-    assert _leaders(demo["state"].root, demo["port"]) == {"scheduler": 1, "dag-processor": 1, "triggerer": 1, "api_server": 1,
+    assert _leaders(demo["state"].root, demo["port"]) == {"scheduler": 1, "dag-processor": 1, "api_server": 1,
                                             "rpu.demo sftp": 1, "rpu.demo smtp": 1}
 
 

@@ -30,3 +30,20 @@ def test_region_init_writes_the_slots_in_the_env_file():
 
     text = render_env("tst", "Région de test", "./regions/tst", RegionSecrets.generate())
     assert f"AIRFLOW_PARALLELISM={airflow_parallelism(None, 0)}" in text.splitlines()
+
+
+def test_no_task_of_the_package_defers_so_the_demo_needs_no_triggerer():
+    """`rpu demo start` runs no triggerer (170 MiB): a deferred task would wait for ever there.
+    Sensors wait in reschedule mode, which needs no triggerer."""
+    from pathlib import Path
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    dagbag = DagBag(dag_folder=str(Path(__file__).resolve().parent.parent / "dags"))
+    assert dagbag.import_errors == {} and len(dagbag.dags) == 6
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            assert not getattr(task, "deferrable", False), (dag_id, task.task_id)
+            assert not getattr(task, "start_from_trigger", False), (dag_id, task.task_id)
+            if getattr(task, "mode", None) is not None:  # a sensor
+                assert task.mode == "reschedule", (dag_id, task.task_id, task.mode)

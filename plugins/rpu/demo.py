@@ -11,7 +11,8 @@
   ``atih/``;
 - an SMTP sink (``python -m rpu.demo smtp``) writing every message as an ``.eml`` file in
   ``<state>/mailbox/``;
-- Airflow: scheduler, dag-processor, triggerer and API server, with LocalExecutor, the
+- Airflow: scheduler, dag-processor and API server (no triggerer: no task of the package
+  defers, and it would cost 170 MiB for nothing), with LocalExecutor, the
   metadata in PostgreSQL and the **FAB auth manager** (roles from the region file's
   ``[access]`` table, see :mod:`rpu.access`). This is what ``airflow standalone`` starts, but
   standalone forces the SimpleAuthManager, which has no per-DAG rights;
@@ -56,6 +57,9 @@ from zoneinfo import ZoneInfo
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEZONE = "Europe/Paris"
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+# The demo's: no triggerer (tests/test_sizing.py checks that no task of the package defers).
+DEMO_COMPONENTS = ("scheduler", "dag-processor", "api-server")
+_HEALTH_PART = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
 DEMO_DAGS = ("rpu_ingest", "rpu_absence_monitor", "rpu_ars_daily", "rpu_invs_daily", "rpu_atih_monthly",
              "rpu_invs_replay")
 INBOX_DIR, INVS_DIR, ARS_DIR, ATIH_DIR = "etablissements", "spf", "ars", "atih"
@@ -222,7 +226,7 @@ def sqlalchemy_url(url: str) -> str:
 @dataclass
 class AirflowSite:
     """One Airflow deployment on this machine: scheduler, dag-processor, triggerer and API
-    server on ``port``, LocalExecutor, metadata in PostgreSQL, FAB auth manager, connections as
+    server on ``port`` (``components``: the demo runs no triggerer), LocalExecutor, metadata in PostgreSQL, FAB auth manager, connections as
     ``AIRFLOW_CONN_*`` JSON and the region file in ``RPU_REGION_CONFIG``."""
 
     home: Path
@@ -237,6 +241,7 @@ class AirflowSite:
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(JWT_SECRET_BYTES))
     api_secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     extra_env: dict[str, str] = field(default_factory=dict)
+    components: tuple[str, ...] = AIRFLOW_COMPONENTS
 
     @property
     def url(self) -> str:
@@ -301,12 +306,12 @@ class AirflowSite:
         self.run([sys.executable, "-m", "rpu.access", "sync", "--region", str(self.region_config),
                   "--passwords", str(passwords_file)], log_dir / "access-sync.log")
 
-    def start(self, log_dir: Path, only: tuple[str, ...] = AIRFLOW_COMPONENTS
+    def start(self, log_dir: Path, only: tuple[str, ...] | None = None
               ) -> dict[str, tuple[Process, subprocess.Popen]]:
         airflow = str(Path(sys.executable).parent / "airflow")
         env = self.env()
         started = {}
-        for component in only:
+        for component in only if only is not None else self.components:
             argv = [airflow, component]
             if component in ("scheduler", "triggerer"):
                 # One machine, one log folder: the API server reads the task logs from disk, so the
@@ -328,7 +333,7 @@ class AirflowSite:
         health = self.health()
         return bool(health) and all(
             (health.get(part) or {}).get("status") == "healthy"
-            for part in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
+            for part in ("metadatabase", *(_HEALTH_PART[c] for c in self.components if c in _HEALTH_PART)))
 
     def wait_healthy(self, processes: Mapping[str, Process], timeout: float = 180) -> float:
         """Wait until the API answers and every component heartbeats; fail at once if one dies."""
@@ -704,7 +709,7 @@ def site_for(state: DemoState, config: dict, admin_url: str) -> AirflowSite:
     return AirflowSite(home=state.airflow_home, database_url=sqlalchemy_url(metadata), port=config["ports"]["airflow"],
                        connections=connections, region_config=state.region_path,
                        paused_at_creation=not config.get("dags_released", False),
-                       parallelism=_parallelism(len(demo_establishments())),
+                       parallelism=_parallelism(len(demo_establishments())), components=DEMO_COMPONENTS,
                        jwt_secret=config["secrets"]["jwt"], api_secret_key=config["secrets"]["api"])
 
 
@@ -770,9 +775,9 @@ def start(state: DemoState | None = None, out=print) -> int:
 
         seeder = threading.Thread(target=seeding, name="demo-seed")
         seeder.start()
-        missing = tuple(c for c in AIRFLOW_COMPONENTS if c not in running)
+        missing = tuple(c for c in site.components if c not in running)
         if missing:
-            if len(missing) == len(AIRFLOW_COMPONENTS) or not site.healthy():
+            if len(missing) == len(site.components) or not site.healthy():
                 site.migrate(state.logs)
                 say("Airflow : base migrée")
                 site.sync_access(state.logs, state.passwords_path)
@@ -784,7 +789,7 @@ def start(state: DemoState | None = None, out=print) -> int:
             say(f"Airflow : {', '.join(missing)} démarrés")
         else:
             say("Airflow : déjà en marche")
-        processes = {name: p for name, p in state.processes().items() if name in AIRFLOW_COMPONENTS}
+        processes = {name: p for name, p in state.processes().items() if name in site.components}
         site.wait_healthy(processes, timeout=240)
         say(f"Airflow : prêt sur {site.url}")
         seeder.join()
@@ -914,7 +919,7 @@ def status(state: DemoState | None = None, out=print) -> int:
         out(f"{name:<14} {label:<10} PID {process.pid}  journal {process.log}")
     if config:
         port = config["ports"]["airflow"]
-        healthy = AirflowSite(state.airflow_home, "", port, {}, state.region_path).healthy()
+        healthy = AirflowSite(state.airflow_home, "", port, {}, state.region_path, components=DEMO_COMPONENTS).healthy()
         all_up &= healthy
         out(f"Airflow : http://localhost:{port} ({'prêt' if healthy else 'pas prêt'}) ; boîte aux lettres : "
             f"{state.mailbox} ({len(list(state.mailbox.glob('*.eml')))} message(s))")
