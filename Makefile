@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run stop test lint bench install
+.PHONY: run run-celery stop test lint bench install
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(BIN)/.installed
 ## A demo region on this machine: PostgreSQL, SFTP, SMTP, Airflow standalone, demo files.
 run: $(BIN)/.installed
 	$(BIN)/python -m rpu demo start
+
+## The same demo on the CeleryExecutor: Redis as broker, two Celery workers (worker-1, worker-2).
+run-celery: $(BIN)/.installed
+	$(BIN)/python -m rpu demo start --executor celery
 
 stop: $(BIN)/.installed
 	$(BIN)/python -m rpu demo stop

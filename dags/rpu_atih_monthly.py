@@ -8,13 +8,15 @@ précédente) :
 
 1. `plan_month` : choisit le mois (paramètres `year` et `month`, sinon le mois précédent la date
    d'exécution) ;
-2. `build_files` : pour chaque établissement **en production** (`live`), construit le fichier SYRIUS
+2. `list_establishments` : les établissements **en production** (`live`) ; puis `build_file`, **une
+   instance par établissement**, nommée par son **FINESS** (onglet *Mapped Tasks* ; elle réessaie et
+   alerte seule, dans le pool `rpu_db`), construit son fichier SYRIUS
    anonymisé **cumulé du 1er janvier à la fin du mois** (CODEGEO, âge ; ni CP, ni commune, ni date de
    naissance), zippé, conservé dans `<exports_dir>/envois/atih/`, inscrit au journal des envois
    (destination `atih`). L'exécution planifiée ne construit que ce qui manque (rien deux fois ; un
    établissement passé `live` depuis est rattrapé le lendemain). Les établissements `parallel` ne sont
    pas envoyés : l'ancien concentrateur les envoie encore à l'ATIH ;
-3. `deliver` : dépose les envois en attente : protocole Syrius en deux temps (contrôle `check=1`, puis
+3. `deliver` (même si un `build_file` a échoué) : dépose les envois en attente : protocole Syrius en deux temps (contrôle `check=1`, puis
    dépôt `check=0` seulement si la réponse est OK ; connexion `atih_syrius`, hôte/chemin/identifiant/mot
    de passe e-PMSI), ou dépôt SFTP si la région a `[atih] delivery = "sftp"` (même connexion, de type
    sftp). Un envoi n'est `sent` que sur la réponse OK de l'ATIH. Les zips locaux des envois acceptés
@@ -44,6 +46,9 @@ doit être terminé.
   restent en attente et repartent à l'exécution suivante (chaque jour à partir de `atih_day`) ou par
   *Clear*.
 - **Pas de table CP → CODEGEO** : renseignez `[paths] codegeo_csv` dans le fichier de la région.
+- **Un `build_file` en échec** (e-mail à l'ORU avec le FINESS ; cause dans le journal de cette
+  instance) : les autres établissements partent ; corrigez puis *Clear* de cette instance, puis de
+  `deliver` et `reconcile` (ou attendez l'exécution du lendemain, qui construit ce qui manque).
 - `reconcile` échoue tant qu'un établissement `live` du mois n'est pas accepté par l'ATIH : le
   message dit lequel.
 """
@@ -54,7 +59,7 @@ from datetime import datetime
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from rpu.airflow_glue import SCHEDULE_TIMEZONE, default_args
+from rpu.airflow_glue import DB_POOL, SCHEDULE_TIMEZONE, default_args
 
 
 @dag(
@@ -84,30 +89,38 @@ def rpu_atih_monthly():
         return atih_plan_task()
 
     @task
-    def build_files(plan: dict) -> dict:
+    def list_establishments(plan: dict) -> list[dict]:
+        from rpu.outbound_tasks import atih_establishments_task
+
+        return atih_establishments_task()
+
+    # One instance per live establishment, named by its FINESS in the UI.
+    @task(pool=DB_POOL, map_index_template="{{ task.op_kwargs['establishment']['label'] }}")
+    def build_file(plan: dict, establishment: dict) -> dict:
         from rpu.outbound_tasks import atih_build_task
 
-        return atih_build_task(plan)
+        return atih_build_task(plan, establishment)
 
-    # Runs when build_files failed too: what was built goes out; skipped when the month was not due.
+    # Runs when builds failed too: what was built goes out; skipped when the month was not due.
     @task(trigger_rule="all_done_min_one_success")
-    def deliver(build: dict | None = None) -> dict:
-        from rpu.outbound_tasks import atih_deliver_task
+    def deliver(planned: list[dict] | None = None, built: list[dict] | None = None) -> dict:
+        from rpu.outbound_tasks import atih_builds, atih_deliver_task
 
-        return atih_deliver_task(build)
+        return atih_deliver_task(atih_builds(planned, built))
 
     # Runs when deliver failed too: the ORU gets the table with ATIH's answers.
     @task(trigger_rule="all_done_min_one_success")
-    def reconcile(plan: dict, build: dict | None = None) -> dict:
-        from rpu.outbound_tasks import atih_reconcile_task
+    def reconcile(plan: dict, planned: list[dict] | None = None, built: list[dict] | None = None) -> dict:
+        from rpu.outbound_tasks import atih_builds, atih_reconcile_task
 
-        return atih_reconcile_task(plan, build)
+        return atih_reconcile_task(plan, atih_builds(planned, built))
 
     plan = plan_month()
-    built = build_files(plan)
-    delivered = deliver(built)
+    planned = list_establishments(plan)
+    built = build_file.partial(plan=plan).expand(establishment=planned)
+    delivered = deliver(planned, built)
     plan >> delivered
-    delivered >> reconcile(plan, built)
+    delivered >> reconcile(plan, planned, built)
 
 
 rpu_atih_monthly()

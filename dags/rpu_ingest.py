@@ -5,18 +5,22 @@
 
 1. `sync_registry` aligne la table des établissements sur la configuration (changements de statut
    datés et signés) ;
-2. `ingest_files` ouvre **une** session SFTP (`rpu_inbox`), liste chaque `<FINESS>/depot/`, prend
-   les fichiers stables (ni `.part`/`.tmp`, ni taille/date changées depuis le passage précédent),
-   les contrôle et les charge (une transaction par fichier), puis **après le commit** les déplace
-   dans `traites/` ou `rejetes/` avec un `<nom>.rapport.txt` en français ;
-3. `announce_new_data` met à jour l'Asset `rpu_regional_table` quand des passages ont été chargés
-   pendant l'exécution (essais précédents de `ingest_files` compris) ;
-4. `report_failures` échoue (et l'ORU reçoit l'e-mail) si un fichier a eu un échec inattendu : ce
-   fichier est resté dans `depot/`, les autres ont été traités et annoncés.
-
-`ingest_files` est **skipped** (gris) quand il n'y avait rien de nouveau. Son résultat (XCom
-`return_value`) et son journal donnent, par établissement : chargés, rejetés, doublons, dépassés,
-passages chargés.
+2. `list_files` ouvre **une** session SFTP (`rpu_inbox`), liste chaque `<FINESS>/depot/` et retient
+   les fichiers stables (ni `.part`/`.tmp`, ni taille/date changées depuis le passage précédent) ;
+   quand il n'y a rien de nouveau, `load`, `announce_new_data` et `summarize` sont **skipped** (gris) ;
+3. `load` : **une instance par établissement** ayant des fichiers, nommée par son **FINESS** (onglet
+   *Mapped Tasks*). Chacune contrôle et charge les fichiers de son établissement (une transaction
+   par fichier), puis **après le commit** les déplace dans `traites/` ou `rejetes/` avec un
+   `<nom>.rapport.txt` en français. Elle réessaie, journalise et alerte **seule** : l'échec d'un
+   établissement laisse les autres en vert, et l'e-mail d'échec donne son FINESS. Le pool Airflow
+   `rpu_db` borne le nombre de chargements simultanés (`RPU_DB_POOL_SLOTS`, par défaut le nombre de
+   cœurs) ;
+4. `announce_new_data` met à jour l'Asset `rpu_regional_table` quand des passages ont été chargés
+   pendant l'exécution (instances en échec et essais précédents compris) ;
+5. `summarize` : bilan de l'exécution par établissement (chargés, rejetés, doublons, dépassés,
+   passages chargés ; XCom `return_value` et journal) ; e-mail à l'ORU pour les fichiers déposés
+   dans le dossier d'un autre établissement ; **échoue** (e-mail à l'ORU) si le `load` d'un
+   établissement a échoué, pour que l'exécution apparaisse en rouge.
 
 #### Arborescence SFTP (à communiquer aux établissements)
 
@@ -30,13 +34,18 @@ passages chargés.
 
 - **SFTP injoignable / base injoignable** : la tâche réessaie (backoff) puis échoue et l'ORU reçoit
   un e-mail. Rien n'est perdu : chaque fichier est soit chargé et déplacé, soit encore dans
-  `depot/`. Vérifiez la connexion (`rpu_inbox`, `rpu_db`) puis relancez la tâche (*Clear*).
+  `depot/`. Vérifiez la connexion (`rpu_inbox`, `rpu_db`) puis relancez la tâche (*Clear*) : une
+  instance `load` relancée ne reprend que les fichiers de son établissement encore dans `depot/`.
 - **Un fichier rejeté** n'est pas un échec du DAG : le rapport est dans `rejetes/` ; l'établissement
   corrige et redépose.
 - **SENDER_MISMATCH / dossier inconnu** : l'ORU reçoit un e-mail ; déclarez l'établissement dans la
   configuration de la région (`rpu establishments sync`) ou corrigez le dépôt.
-- **Échec inattendu sur un fichier** : le fichier reste dans `depot/`, les autres sont traités, puis
-  la tâche échoue pour alerter ; lisez le journal de la tâche (aucune donnée patient n'y figure).
+- **Échec inattendu sur un fichier** : le fichier reste dans `depot/`, les autres fichiers de
+  l'établissement sont traités, puis son instance `load` échoue (e-mail à l'ORU avec le FINESS) ;
+  lisez le journal de cette instance (aucune donnée patient n'y figure). Les autres établissements
+  ne sont pas touchés.
+- **Des instances `load` restent « scheduled »** : le pool `rpu_db` manque (Admin → Pools ; il est
+  créé par `airflow-init`) ou tous ses emplacements sont pris.
 """
 
 from __future__ import annotations
@@ -45,7 +54,7 @@ from datetime import datetime
 
 from airflow.sdk import dag, task
 
-from rpu.airflow_glue import RPU_TABLE, default_args
+from rpu.airflow_glue import DB_POOL, RPU_TABLE, default_args
 
 
 @dag(
@@ -66,26 +75,36 @@ def rpu_ingest():
         return sync_registry_task()
 
     @task
-    def ingest_files() -> dict:
-        from rpu.tasks import ingest_task
+    def list_files() -> list[dict]:
+        from rpu.tasks import list_files_task
 
-        return ingest_task()
+        return list_files_task()
 
-    @task(outlets=[RPU_TABLE])
+    # One instance per establishment with files, named by its FINESS in the UI.
+    @task(pool=DB_POOL, map_index_template="{{ task.op_kwargs['establishment']['finess'] }}")
+    def load(establishment: dict) -> dict:
+        from rpu.tasks import load_task
+
+        return load_task(establishment)
+
+    # Runs when loads failed too: what the others loaded is announced.
+    @task(outlets=[RPU_TABLE], trigger_rule="all_done")
     def announce_new_data() -> int:
         from rpu.tasks import announce_task
 
         return announce_task()
 
-    @task
-    def report_failures(summary: dict) -> None:
-        from rpu.tasks import report_failures_task
+    @task(trigger_rule="all_done")
+    def summarize(planned: list[dict] | None, loaded: list[dict] | None) -> dict:
+        from rpu.tasks import summarize_task
 
-        report_failures_task(summary)
+        return summarize_task(planned, loaded)
 
-    summary = ingest_files()
-    sync_registry() >> summary >> announce_new_data()
-    report_failures(summary)
+    planned = list_files()
+    loaded = load.expand(establishment=planned)
+    sync_registry() >> planned
+    loaded >> announce_new_data()
+    summarize(planned, loaded)
 
 
 rpu_ingest()

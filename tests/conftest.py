@@ -17,6 +17,8 @@ Fixtures:
     mailbox              (function) smtp_sink with no message kept
     airflow_home         (session)  the temporary AIRFLOW_HOME
     airflow_db           (session)  Airflow's metadata database, reset once (for dag.test())
+    celery_broker_url    (session)  redis://...: the machine's Redis on 127.0.0.1:6379 when it
+                                    answers (else a private redis-server), database number 11
 """
 
 from __future__ import annotations
@@ -58,12 +60,14 @@ if str(REPO_ROOT / "plugins") not in sys.path:
 import pytest  # noqa: E402
 
 from rpu.local_services import (  # noqa: E402
+    RedisServer,
     SftpServer,
     SmtpSink,
     create_database,
     drop_database,
     postgres_accepts,
     postgres_airflow_connection,
+    redis_accepts,
     start_postgres,
     stop_private_postgres,
 )
@@ -188,6 +192,25 @@ def mailbox(smtp_sink: SmtpSink) -> SmtpSink:
     """The SMTP sink with no message kept from earlier tests."""
     smtp_sink.clear()
     return smtp_sink
+
+
+# --------------------------------------------------------------------------- Redis
+
+# The tests' own Redis database number (each Celery test also has its own queue name), apart
+# from the demo's and from anything else using the machine's Redis.
+TEST_REDIS_DB = 11
+
+
+@pytest.fixture(scope="session")
+def celery_broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if redis_accepts():
+        yield f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url(TEST_REDIS_DB)
+    finally:
+        server.stop()
 
 
 # --------------------------------------------------------------------------- the demo stack

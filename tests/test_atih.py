@@ -189,7 +189,7 @@ def region(tmp_path, monkeypatch, codegeo_csv) -> region_config.Region:
 def load(conn, tmp_path, establishment, start: date, end: date, *, seed: int = 1, per_day: float = 6) -> None:
     path = tmp_path / f"O{establishment['finess']}_{start:%Y%m%d}_{seed}.xml"
     generator.write_oscour_file(path, establishment["finess"], 0, start, end, visits_per_day=per_day, seed=seed)
-    assert load_file(conn, path).status == "loaded"
+    assert load_file(conn, path, received_at=datetime(2030, 1, 1)).status == "loaded"  # the tests' clock
 
 
 def load_year(conn, tmp_path) -> None:
@@ -228,7 +228,9 @@ def _dag(dag_id: str):
 
 
 def states(run) -> dict:
-    return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    """State per task; a mapped task's instances under ``task_id[FINESS]``."""
+    return {ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.rendered_map_index}]": str(ti.state)
+            for ti in run.get_task_instances()}
 
 
 # --------------------------------------------------------------------------- units
@@ -347,7 +349,9 @@ def test_dag_parses_with_params_doc_and_schedule():
     assert "Syrius" in dag.doc_md and "En cas d'échec" in dag.doc_md and "Relancer un mois" in dag.doc_md
     assert set(dag.params.keys()) == {"year", "month"} and dag.max_active_runs == 1
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 6 * * *", "Europe/Paris")
-    assert {t.task_id for t in dag.tasks} == {"plan_month", "build_files", "deliver", "reconcile"}
+    assert {t.task_id for t in dag.tasks} == {"plan_month", "list_establishments", "build_file", "deliver",
+                                                "reconcile"}
+    assert dag.task_dict["build_file"].pool == "rpu_db"
 
 
 def test_dag_january_run_then_month_reruns(airflow_db, conn, region, tmp_path, syrius, mailbox):
@@ -425,8 +429,9 @@ def test_dag_unknown_finess_is_refused_and_reported(airflow_db, conn, region, tm
     syrius.known_finess.discard(BRAVO["finess"])
     run = _dag("rpu_atih_monthly").test(logical_date=datetime(2027, 2, 11, 5, 0, tzinfo=UTC))
     assert run.state == "failed"
-    assert states(run) == {"plan_month": "success", "build_files": "success", "deliver": "failed",
-                           "reconcile": "failed"}
+    assert states(run) == {"plan_month": "success", "list_establishments": "success",
+                           f"build_file[{ALPHA['finess']}]": "success", f"build_file[{BRAVO['finess']}]": "success",
+                           "deliver": "failed", "reconcile": "failed"}
     by_finess = {s.finess: s for s in atih_sends(conn)}
     assert (by_finess[ALPHA["finess"]].status, by_finess[ALPHA["finess"]].month) == ("sent", 1)
     bravo = by_finess[BRAVO["finess"]]

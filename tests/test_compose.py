@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yaml"
 ENV_EXAMPLE = REPO / ".env.example"
 AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
-LONG_RUNNING = AIRFLOW_SERVICES | {"postgres", "sftp"}
-TASK_RUNNERS = {"airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}  # get the connections
+CELERY_SERVICES = {"redis", "airflow-worker", "flower"}  # behind the profiles "celery" and "flower"
+LONG_RUNNING = AIRFLOW_SERVICES | CELERY_SERVICES | {"postgres", "sftp"}
+# Get the connections (the workers run the tasks under the CeleryExecutor).
+TASK_RUNNERS = {"airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"}
 _INTERPOLATION = re.compile(r"(?<!\$)\$\{([A-Z0-9_]+)(:?[-?][^}]*)?\}")  # not $${...}: the shell's
 
 
@@ -46,10 +48,13 @@ def _env(service: dict) -> dict[str, str]:
 # --------------------------------------------------------------------------- the shape
 
 
-def test_the_services_of_one_region_and_nothing_of_celery(services):
+def test_the_services_of_one_region_and_celery_only_in_its_profiles(services):
     assert set(services) == LONG_RUNNING | {"airflow-init"}
-    text = COMPOSE_FILE.read_text(encoding="utf-8").lower()
-    assert "redis" not in text and "celery" not in text and "flower" not in text
+    assert {name: services[name].get("profiles") for name in CELERY_SERVICES} == {
+        "redis": ["celery"], "airflow-worker": ["celery"], "flower": ["flower"]}
+    assert not any(services[name].get("profiles") for name in set(services) - CELERY_SERVICES)
+    assert "ports" not in services["redis"]  # the broker stays on the compose network
+    assert services["flower"]["ports"] == ["127.0.0.1:${FLOWER_PORT:-5555}:5555"]
 
 
 def test_every_long_running_service_has_a_healthcheck_and_restarts(services):
@@ -63,20 +68,28 @@ def test_every_long_running_service_has_a_healthcheck_and_restarts(services):
 
 
 def test_airflow_runs_with_the_local_executor_and_reaches_its_execution_api(services):
-    for name in AIRFLOW_SERVICES | {"airflow-init"}:
+    for name in AIRFLOW_SERVICES | {"airflow-init", "airflow-worker", "flower"}:
         env = _env(services[name])
-        assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor", name
+        # LocalExecutor unless the region's .env asks for Celery; then Redis and PostgreSQL.
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "${AIRFLOW_EXECUTOR:-LocalExecutor}", name
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", name
+        assert re.fullmatch(r"db\+postgresql\+psycopg2://airflow:\$\{AIRFLOW_DB_PASSWORD:\?[^}]+\}@postgres:5432/airflow",
+                            env["AIRFLOW__CELERY__RESULT_BACKEND"]), name
         assert env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER, name  # DAG-level rights (rpu.access)
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/", name
         assert re.fullmatch(r"postgresql\+psycopg2://airflow:\$\{AIRFLOW_DB_PASSWORD:\?[^}]+\}@postgres:5432/airflow",
                             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]), name
         assert services[name]["image"] == services["airflow-apiserver"]["image"]  # one image, built from Dockerfile
         assert services[name]["build"]["dockerfile"] == "Dockerfile"
-    commands = {name: services[name].get("command") for name in AIRFLOW_SERVICES}
+    commands = {name: services[name].get("command") for name in AIRFLOW_SERVICES | {"airflow-worker", "flower"}}
     assert commands == {"airflow-apiserver": "api-server", "airflow-scheduler": "scheduler",
-                        "airflow-dag-processor": "dag-processor", "airflow-triggerer": "triggerer"}
+                        "airflow-dag-processor": "dag-processor", "airflow-triggerer": "triggerer",
+                        "airflow-worker": "celery worker", "flower": "celery flower"}
+    assert services["airflow-worker"]["deploy"]["replicas"] == "${AIRFLOW_WORKERS:-2}"
     init_script = "\n".join(services["airflow-init"]["command"])
     assert "airflow db migrate" in init_script and "rpu db migrate" in init_script
+    # The pool of the per-establishment loads, sized from .env (default: the cores).
+    assert 'airflow pools set rpu_db "$${RPU_DB_POOL_SLOTS:-$$(nproc)}"' in init_script
     assert "airflow users create --username admin --role Admin" in init_script
     assert '--password "$${AIRFLOW_ADMIN_PASSWORD}"' in init_script
 
@@ -90,11 +103,14 @@ def test_start_order_follows_health(services):
             assert condition in ("service_healthy", "service_completed_successfully"), (name, target)
             if condition == "service_healthy":
                 assert "healthcheck" in services[target], f"{name} waits for {target}, which has no healthcheck"
-    for name in AIRFLOW_SERVICES:
+    for name in AIRFLOW_SERVICES | {"airflow-worker", "flower"}:
         assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
     assert services["airflow-init"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert services["airflow-scheduler"]["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
+    for name in ("airflow-worker", "flower"):
+        assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert services["airflow-worker"]["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
 
 
 def test_secrets_come_only_from_the_env_file(compose, services):
@@ -117,7 +133,7 @@ def test_secrets_come_only_from_the_env_file(compose, services):
         for conn_id in CONNECTION_IDS:
             variable = f"AIRFLOW_CONN_{conn_id.upper()}"
             assert env[variable].startswith(f"${{{variable}:?"), (name, variable)
-    for name in ("airflow-apiserver", "postgres", "sftp", "airflow-init"):
+    for name in ("airflow-apiserver", "postgres", "sftp", "airflow-init", "redis", "flower"):
         assert not any(key.startswith("AIRFLOW_CONN_") for key in _env(services[name])), name
     # The Airflow keys shared by every component.
     for name in AIRFLOW_SERVICES:

@@ -175,7 +175,7 @@ def test_ingest_then_ars_replay_through_the_rest_api(airflow_site):
         assert oru.trigger("rpu_ingest")[0] == 200
     runs = oru.wait_until_idle("rpu_ingest", timeout=150)
     assert runs and all(r["state"] == "success" for r in runs), runs
-    took = [r for r in runs if oru.task_states("rpu_ingest", r["dag_run_id"]).get("ingest_files") == "success"]
+    took = [r for r in runs if oru.task_states("rpu_ingest", r["dag_run_id"]).get("summarize") == "success"]
     assert took, f"no rpu_ingest run loaded anything: {runs}"
     with psycopg.connect(airflow_site["regional_url"]) as conn:
         loaded = conn.execute("SELECT finess, status FROM received_file ORDER BY finess").fetchall()
@@ -185,7 +185,7 @@ def test_ingest_then_ars_replay_through_the_rest_api(airflow_site):
     # ARS reads the runs and their logs
     run_id = took[0]["dag_run_id"]
     assert ars.request("GET", "/api/v2/dags/rpu_ingest/dagRuns")[0] == 200
-    assert ars.request("GET", f"/api/v2/dags/rpu_ingest/dagRuns/{run_id}/taskInstances/ingest_files/logs/1")[0] == 200
+    assert ars.request("GET", f"/api/v2/dags/rpu_ingest/dagRuns/{run_id}/taskInstances/list_files/logs/1")[0] == 200
     assert ars.request("POST", "/api/v2/dags/rpu_ingest/clearTaskInstances",
                        {"dry_run": True, "dag_run_id": run_id})[0] == 403
 

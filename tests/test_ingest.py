@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from datetime import date, datetime
 from pathlib import Path
@@ -63,7 +64,9 @@ def run(dag):
 
 
 def task_states(dag_run) -> dict:
-    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+    """State per task; a mapped task's instances under ``task_id[FINESS]``."""
+    return {ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.rendered_map_index}]": ti.state
+            for ti in dag_run.get_task_instances()}
 
 
 def drop(sftp_root: Path, folder: str, name: str, *, finess: str | None = None, age: int = 600, **kwargs) -> Path:
@@ -90,8 +93,10 @@ def test_a_night_of_twenty_establishments(airflow_db, region_file, regional_db, 
         drop(root, establishment["finess"], f"RPU_{establishment['finess']}_20261127.xml")
     dag_run = run(ingest_dag)
     assert dag_run.state == "success", task_states(dag_run)
-    assert task_states(dag_run) == {"sync_registry": "success", "ingest_files": "success",
-                                    "announce_new_data": "success", "report_failures": "success"}
+    # One load per establishment, named by its FINESS.
+    assert task_states(dag_run) == {"sync_registry": "success", "list_files": "success",
+                                    **{f"load[{e['finess']}]": "success" for e in ESTABLISHMENTS},
+                                    "announce_new_data": "success", "summarize": "success"}
     rows = journal(regional_db)
     assert len(rows) == 20 and {r[2] for r in rows} == {"loaded"}
     for establishment in ESTABLISHMENTS:
@@ -105,10 +110,11 @@ def test_a_night_of_twenty_establishments(airflow_db, region_file, regional_db, 
     assert visits == sum(r[4] for r in rows) > 0
     assert registered == 20 and changes[0] == 20 and "rpu_ingest" in changes[1]
 
-    # Nothing new: the run is green, ingest_files skipped ("nothing new" at a glance).
+    # Nothing new: the run is green, no load, the rest skipped ("nothing new" at a glance).
     dag_run = run(ingest_dag)
     assert dag_run.state == "success"
-    assert task_states(dag_run)["ingest_files"] == "skipped"
+    assert task_states(dag_run) == {"sync_registry": "success", "list_files": "success", "load": "skipped",
+                                    "announce_new_data": "skipped", "summarize": "skipped"}
 
 
 def test_rejected_file_goes_to_rejetes_with_a_french_report(airflow_db, region_file, regional_db, clean_sftp,
@@ -138,11 +144,11 @@ def test_a_half_uploaded_file_is_left_alone_then_taken(airflow_db, region_file, 
     drop(root, finess, "en-cours.xml.part")  # a temporary name: never taken
     fresh = drop(root, finess, "nouveau.xml", age=0)  # just written: it may still grow
     dag_run = run(ingest_dag)
-    assert task_states(dag_run)["ingest_files"] == "skipped"
+    assert task_states(dag_run)["load"] == "skipped"
     assert fresh.exists() and journal(regional_db) == []
     # Unchanged since the previous listing: complete, taken.
     dag_run = run(ingest_dag)
-    assert task_states(dag_run)["ingest_files"] == "success"
+    assert task_states(dag_run)[f"load[{finess}]"] == "success"
     assert [r[1:3] for r in journal(regional_db)] == [("nouveau.xml", "loaded")]
     assert (root / finess / "depot" / "en-cours.xml.part").exists()
 
@@ -164,10 +170,10 @@ def test_sender_mismatch_is_rejected_and_the_oru_told(airflow_db, region_file, r
     assert statuses == {"autre.xml": ("rejected", "SENDER_MISMATCH"), "site2.xml": ("loaded", None)}
     assert "SENDER_MISMATCH" in (root / folder / "rejetes" / "autre.xml.rapport.txt").read_text(encoding="utf-8")
     assert (root / "999999999" / "depot" / "inconnu.xml").exists()  # left untouched
-    mail = mailbox.wait_for(lambda m: "Dépôts à vérifier" in m["Subject"])
-    assert OPERATOR in mail["To"]
-    body = mail.get_content()
-    assert "autre.xml" in body and "999999999" in body
+    # The listing tells of the unknown folder, the summary of the file from the wrong folder.
+    unknown = mailbox.wait_for(lambda m: "Dépôts à vérifier" in m["Subject"] and "999999999" in m.get_content())
+    mismatch = mailbox.wait_for(lambda m: "Dépôts à vérifier" in m["Subject"] and "autre.xml" in m.get_content())
+    assert OPERATOR in unknown["To"] and OPERATOR in mismatch["To"]
     # The unknown folder is told once only.
     mailbox.clear()
     drop(root, folder, "suite.xml", seed=99)
@@ -201,6 +207,32 @@ def test_same_file_twice_and_an_older_extract(airflow_db, region_file, regional_
     drop(root, finess, "nuit1.xml", extract=datetime(2026, 11, 28, 2, 30), seed=8)
     run(ingest_dag)
     assert (root / finess / "traites" / "nuit1.1.xml").exists()
+
+
+def test_a_file_that_would_empty_the_week_waits_for_the_oru(airflow_db, region_file, regional_db, clean_sftp,
+                                                            mailbox, ingest_dag):
+    root = clean_sftp.root
+    finess = ESTABLISHMENTS[9]["finess"]
+    drop(root, finess, "nuit1.xml", extract=datetime(2026, 11, 27, 2, 30))
+    run(ingest_dag)
+    with psycopg.connect(regional_db) as conn:
+        held_before = conn.execute("SELECT count(*) FROM rpu").fetchone()[0]
+    # The next night's export ran on an empty view: a valid header, no PATIENT.
+    drop(root, finess, "vide.xml", extract=datetime(2026, 11, 28, 2, 30), visits_per_day=0)
+    dag_run = run(ingest_dag)
+    assert dag_run.state == "success", task_states(dag_run)
+    assert [(r[1], r[2]) for r in journal(regional_db)] == [("nuit1.xml", "loaded"), ("vide.xml", "held")]
+    with psycopg.connect(regional_db) as conn:
+        assert conn.execute("SELECT count(*) FROM rpu").fetchone()[0] == held_before  # nothing wiped
+    waiting = root / finess / "attente"
+    assert sorted(p.name for p in waiting.iterdir()) == ["vide.xml", "vide.xml.rapport.txt"]
+    report = (waiting / "vide.xml.rapport.txt").read_text(encoding="utf-8")
+    assert "EN ATTENTE" in report and "rien n'a été appliqué" in report
+    assert re.search(r"le 20/11 : \d+ passages détenus, 0 dans ce fichier", report)
+    mail = mailbox.wait_for(lambda m: "vide.xml" in m.get_content())
+    body = mail.get_content()
+    assert OPERATOR in mail["To"] and "rpu files apply" in body
+    assert re.search(r"20/11/2026 : \d+ passage\(s\) détenu\(s\), 0 dans ce fichier", body)
 
 
 class _FailingInbox(SftpInbox):
@@ -279,11 +311,23 @@ def test_a_broken_folder_never_blocks_the_other_establishments(airflow_db, regio
     drop(root, fine, "nuit.xml")
     dag_run = run(ingest_dag)
     states = task_states(dag_run)
-    assert states["ingest_files"] == "success" and states["announce_new_data"] == "success"
-    assert states["report_failures"] == "failed" and dag_run.state == "failed"  # the ORU is alerted
+    # The broken establishment's load fails alone; the other one is green and announced.
+    assert states[f"load[{broken}]"] == "failed" and states[f"load[{fine}]"] == "success"
+    assert states["announce_new_data"] == "success"
+    assert states["summarize"] == "failed" and dag_run.state == "failed"  # the run shows it
     assert (root / fine / "traites" / "nuit.xml").exists()
     assert (root / broken / "depot" / "nuit.xml").exists()  # loaded, left for the next run to archive
-    mailbox.wait_for(lambda m: "Échec" in m["Subject"] and "report_failures" in m["Subject"], timeout=30)
+    # The ORU's alert names the establishment.
+    mail = mailbox.wait_for(lambda m: "Échec" in m["Subject"] and "load" in m["Subject"], timeout=30)
+    assert mail["Subject"].endswith(f"rpu_ingest.load [{broken}]") and OPERATOR in mail["To"]
+    mailbox.wait_for(lambda m: "Échec" in m["Subject"] and "summarize" in m["Subject"], timeout=30)
+
+    # Repaired: the next run archives the file loaded the time before (recognised, not loaded twice).
+    (root / broken / "traites").unlink()
+    dag_run = run(ingest_dag)
+    assert dag_run.state == "success", task_states(dag_run)
+    assert (root / broken / "traites" / "nuit.xml").exists()
+    assert [r[2] for r in journal(regional_db) if r[0] == broken] == ["loaded", "duplicate"]
 
 
 def test_known_bytes_from_the_wrong_folder_are_a_sender_mismatch(airflow_db, region_file, regional_db, clean_sftp,

@@ -92,7 +92,7 @@ def comparable(visit) -> tuple:
     return (visit.entree, visit.cp, visit.commune, visit.naissance, visit.sexe, visit.mode_entree, visit.provenance,
             visit.transport, visit.transport_pec, visit.motif, visit.gravite, visit.dp, tuple(visit.da),
             tuple(visit.actes), visit.sortie, visit.mode_sortie, visit.destination, visit.orient,
-            tuple(sorted(visit.extensions.items())))
+            tuple(tuple(e) for e in visit.extensions))
 
 
 def read_back(path) -> tuple:
@@ -222,7 +222,7 @@ def test_extract_streams_in_batches_and_closes_its_cursor(conn, region, tmp_path
     total = extract.count_visits(conn, LIVE["finess"], 0, date(2026, 7, 1), date(2026, 7, 7))
     streamed = list(extract.visits_for(conn, LIVE["finess"], 0, date(2026, 7, 1), date(2026, 7, 7), itersize=7))
     assert len(streamed) == total > 7
-    assert all(isinstance(v.extensions, dict) and isinstance(v.da, list) for v in streamed)
+    assert all(isinstance(v.extensions, list) and isinstance(v.da, list) for v in streamed)
     # Stopped early: the cursor and its transaction are closed, the connection usable at once.
     visits = extract.visits_for(conn, LIVE["finess"], 0, date(2026, 7, 1), date(2026, 7, 7), itersize=5)
     next(visits)
@@ -246,7 +246,8 @@ def test_dag_parses_with_its_doc_schedule_and_alerting():
     dag = _dag("rpu_invs_daily")
     assert "Santé publique France" in dag.doc_md and "En cas d'échec" in dag.doc_md
     assert dag.max_active_runs == 1 and {"rpu", "invs"} <= set(dag.tags)
-    assert [t.task_id for t in dag.topological_sort()] == ["build_sends", "deliver"]
+    assert [t.task_id for t in dag.topological_sort()] == ["plan_sends", "build_send", "deliver"]
+    assert dag.task_dict["build_send"].pool == "rpu_db"
     assert dag.task_dict["deliver"].trigger_rule == "all_done"  # earlier days' sends go even if the build fails
     assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("30 5 * * *", "Europe/Paris")
     assert all(t.on_failure_callback for t in dag.tasks)
@@ -270,7 +271,10 @@ def test_dag_run_destination_down_then_back_sends_exactly_once(airflow_db, conn,
         clean_sftp.start()
     assert run.state == DagRunState.FAILED
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {"build_sends": TaskInstanceState.SUCCESS, "deliver": TaskInstanceState.FAILED}
+    assert states == {"plan_sends": TaskInstanceState.SUCCESS, "build_send": TaskInstanceState.SUCCESS,
+                      "deliver": TaskInstanceState.FAILED}
+    # One build per live establishment, named by its FINESS.
+    assert [ti.rendered_map_index for ti in run.get_task_instances() if ti.task_id == "build_send"] == [LIVE["finess"]]
     [send] = invs_sends(conn)
     assert (send.finess, send.status, send.attempts, send.sent_at) == (LIVE["finess"], "failed", 1, None)
     assert "injoignable" in send.remote_answer
@@ -302,13 +306,14 @@ def test_dag_run_destination_down_then_back_sends_exactly_once(airflow_db, conn,
     assert [(s.id, s.status) for s in invs_sends(conn)] == [(send.id, "sent")]
 
 
-def test_dag_delivers_earlier_pending_sends_when_build_sends_fails(airflow_db, conn, region, tmp_path, clean_sftp,
+def test_dag_delivers_earlier_pending_sends_when_a_build_fails(airflow_db, conn, region, tmp_path, clean_sftp,
                                                                    mailbox):
     from airflow.utils.state import DagRunState, TaskInstanceState
 
     registry.sync(conn, region, author="test")
     load(conn, tmp_path, LIVE, date(2026, 3, 1), date(2026, 3, 7))
     [earlier] = invs.build_daily(conn, tmp_path / "earlier", now=datetime(2026, 3, 8, 5, 30)).built  # not delivered
+    load(conn, tmp_path, LIVE, date(2026, 3, 2), date(2026, 3, 8), seed=2)  # the next night: due again
     region.outbox_dir(invs.DESTINATION).parent.mkdir(parents=True)
     region.outbox_dir(invs.DESTINATION).write_text("")  # a file where the outbox folder should be
     dag = _dag("rpu_invs_daily")
@@ -318,7 +323,8 @@ def test_dag_delivers_earlier_pending_sends_when_build_sends_fails(airflow_db, c
     run = dag.test(logical_date=datetime(2026, 3, 9, 4, 30, tzinfo=UTC))
     assert run.state == DagRunState.FAILED
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {"build_sends": TaskInstanceState.FAILED, "deliver": TaskInstanceState.FAILED}
+    assert states == {"plan_sends": TaskInstanceState.SUCCESS, "build_send": TaskInstanceState.FAILED,
+                      "deliver": TaskInstanceState.FAILED}
     [send] = invs_sends(conn)
     assert (send.id, send.status, send.attempts) == (earlier.id, "sent", 1)
     assert [p.name for p in clean_sftp.root.iterdir()] == [earlier.file_name]

@@ -71,7 +71,7 @@ def test_a_file_replaces_its_establishment_and_period_only(conn, tmp_path):
 
     # The next night: the last 7 days again (11-17), with different visits.
     second = tmp_path / "second.xml"
-    write_oscour_file(second, FINESS, 0, date(2026, 11, 11), date(2026, 11, 17), visits_per_day=20, seed=2,
+    write_oscour_file(second, FINESS, 0, date(2026, 11, 11), date(2026, 11, 17), visits_per_day=40, seed=2,
                       extract=datetime(2026, 11, 18, 2, 30))
     result = load_file(conn, second, sender="test")
     assert result.status == "loaded"
@@ -101,17 +101,29 @@ def test_the_same_bytes_twice_change_nothing(conn, tmp_path):
 
 
 def test_an_older_extract_never_overwrites_newer_data(conn, tmp_path):
-    newer, older = tmp_path / "newer.xml", tmp_path / "older.xml"
+    newer, older, oldest = tmp_path / "newer.xml", tmp_path / "older.xml", tmp_path / "oldest.xml"
     write_oscour_file(newer, FINESS, 0, date(2026, 11, 10), date(2026, 11, 16), visits_per_day=30, seed=1,
                       extract=datetime(2026, 11, 17, 3, 0))
     write_oscour_file(older, FINESS, 0, date(2026, 11, 9), date(2026, 11, 15), visits_per_day=40, seed=2,
                       extract=datetime(2026, 11, 16, 3, 0))
+    write_oscour_file(oldest, FINESS, 0, date(2026, 11, 10), date(2026, 11, 14), visits_per_day=40, seed=3,
+                      extract=datetime(2026, 11, 15, 3, 0))
     assert load_file(conn, newer).status == "loaded"
     conn.commit()
-    before = _counts(conn)
+    newer_days = _visits_per_day(conn)
     result = load_file(conn, older)
     conn.commit()
-    assert result.status == "superseded" and result.same_as is not None
+    # The newer extract keeps 10-15; the day only the older file holds (09/11) is loaded.
+    assert result.status == "loaded" and result.days_applied == [date(2026, 11, 9)]
+    assert "Appliqué pour 09/11" in result.reason and "10/11–15/11 proviennent du fichier « newer.xml »" in result.reason
+    after = _visits_per_day(conn)
+    assert {d: n for d, n in after.items() if d >= date(2026, 11, 10)} == newer_days
+    assert after[date(2026, 11, 9)] == result.loaded_records > 0
+
+    before = _counts(conn)
+    result = load_file(conn, oldest)
+    conn.commit()
+    assert result.status == "superseded" and result.same_as is not None and result.loaded_records == 0
     after = _counts(conn)
     assert (after["rpu"], after["checksum"]) == (before["rpu"], before["checksum"])
     status = conn.execute("SELECT status, same_as FROM received_file WHERE id = %s",
@@ -232,7 +244,7 @@ def test_visits_outside_the_period_are_never_counted_twice(conn, tmp_path):
     covered = per_day[day]
     # ...and a later file's out-of-period visit on that day is journaled, not loaded.
     later = night("d.xml", date(2026, 11, 10), date(2026, 11, 16), 20, seed=4, defects=["ENTREE_OUTSIDE_PERIOD"])
-    assert later.outside_period_dropped == 1
+    assert later.not_applied_records == 1
     assert later.loaded_records == later.report.kept_records - 1
     assert _visits_per_day(conn)[day] == covered
     row = conn.execute("SELECT loaded_records FROM received_file WHERE id = %s", (later.received_file_id,)).fetchone()

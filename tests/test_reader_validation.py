@@ -49,16 +49,17 @@ def test_every_producer_variant_is_accepted_with_the_same_visits(variant, standa
     assert [_comparable(v) for v in visits] == [_comparable(v) for v in standard[1]]
     assert report.header.finess == FINESS and report.header.period_start == START
     if variant == "extensions":
-        assert any("HMED" in v.extensions for v in visits)
+        assert any(["MOTIF", "HMED"] == e[:2] for v in visits for e in v.extensions)
     if variant in ("lowercase", "dotted", "padding"):
         assert report.normalised_values > 0
 
 
-def test_empty_datefin_ends_the_period_on_the_last_entree(tmp_path):
+def test_empty_datefin_ends_the_period_on_the_extraction_date(tmp_path):
     path = tmp_path / "open.xml"
     write_oscour_file(path, FINESS, 0, START, END, visits_per_day=30, seed=7, variant="empty_datefin")
     report, visits = _visits(path)
-    assert report.header.period_end == max(v.entree for v in visits).date()
+    assert report.header.period_end == report.header.extract.date()
+    assert max(v.entree for v in visits) <= report.header.extract
 
 
 @pytest.mark.parametrize("rule", DEFECTS)

@@ -3,26 +3,27 @@ and `rpu region init` (compose's AIRFLOW_PARALLELISM) use the same rule."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rpu.sizing import airflow_parallelism
 
 
-@pytest.mark.parametrize(("cores", "establishments", "slots"), [
-    (1, 10, 2),     # never fewer than 2: the ingest and one other flow
-    (2, 10, 2),     # the demo on a laptop
-    (2, 90, 4),     # Île-de-France on a small machine: 2 per core
-    (4, 90, 6),     # ... on a bigger one: every flow of the package at once
-    (16, 90, 6),    # more cores do not make more flows
-    (16, 30, 2),    # a small region stays small
-    (16, 31, 6),
+@pytest.mark.parametrize(("cores", "establishments", "pool", "slots"), [
+    (1, 10, None, 2),     # never fewer than 2: a load and one other task
+    (2, 10, None, 3),     # the demo on a laptop: 2 loads at once (pool rpu_db) + 1
+    (8, 90, None, 9),     # Île-de-France on 8 cores
+    (8, 90, 4, 5),        # ... with RPU_DB_POOL_SLOTS=4
+    (16, 3, None, 4),     # 3 establishments never load more than 3 files at once
+    (4, 0, None, 5),      # a new region, establishments not declared yet: the pool alone
 ])
-def test_slots_follow_the_cores_and_the_region(cores, establishments, slots):
-    assert airflow_parallelism(cores, establishments) == slots
+def test_slots_follow_the_pool_the_cores_and_the_region(cores, establishments, pool, slots):
+    assert airflow_parallelism(cores, establishments, pool) == slots
 
 
 def test_the_machine_is_read_when_not_given():
-    assert 2 <= airflow_parallelism(None, 0) <= 6
+    assert airflow_parallelism(None, 0) == (os.cpu_count() or 1) + 1
 
 
 def test_region_init_writes_the_slots_in_the_env_file():

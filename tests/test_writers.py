@@ -136,18 +136,22 @@ def test_xml_escape():
 
 
 def test_oscour_extensions_in_producer_positions():
-    visit = full_visit(extensions={"ENTREE_UHCD": "29/02/2024 12:00", "HMED": "1", "CIRCONSTANCE": "chute & co",
-                                   "ORIENT_UHCD": "MED", "MODE_SORTIE_UHCD": "6"})
+    visit = full_visit(extensions=[["ORIENT", "ENTREE_UHCD", "29/02/2024 12:00"], ["MOTIF", "HMED", "1"],
+                                   ["MOTIF", "CIRCONSTANCE", "chute & co"], ["ORIENT", "ORIENT_UHCD", "MED"],
+                                   ["ORIENT", "MODE_SORTIE_UHCD", "6"], ["ORIENT", "HMED2", "x"]])
     data, _ = oscour_bytes([visit])
     (p,) = patients(data)
     tags = children(p)
     assert tags == [
         *OSCOUR_FIELDS[:OSCOUR_FIELDS.index("MOTIF") + 1], "HMED", "CIRCONSTANCE",
-        *OSCOUR_FIELDS[OSCOUR_FIELDS.index("GRAVITE"):], "ENTREE_UHCD", "ORIENT_UHCD", "MODE_SORTIE_UHCD",
+        *OSCOUR_FIELDS[OSCOUR_FIELDS.index("GRAVITE"):], "ENTREE_UHCD", "ORIENT_UHCD", "MODE_SORTIE_UHCD", "HMED2",
     ]
     assert p.findtext("CIRCONSTANCE") == "chute & co"
+    # HMED received after ORIENT is written back after ORIENT.
+    data, _ = oscour_bytes([full_visit(extensions=[["ORIENT", "UHCD", "1"], ["ORIENT", "HMED", "1"]])])
+    assert children(patients(data)[0])[-2:] == ["UHCD", "HMED"]
     # Any XML name a producer could send is written back, after ORIENT.
-    data, _ = oscour_bytes([full_visit(extensions={"DATE_ÉVÉNEMENT": "x"})])
+    data, _ = oscour_bytes([full_visit(extensions=[["ORIENT", "DATE_ÉVÉNEMENT", "x"]])])
     assert children(patients(data)[0])[-1] == "DATE_ÉVÉNEMENT"
     assert p.findtext("ENTREE_UHCD") == "29/02/2024 12:00"
 
@@ -155,7 +159,7 @@ def test_oscour_extensions_in_producer_positions():
 @pytest.mark.parametrize("name", ["DP", "LISTE_DA", "BAD NAME", "1X", "a<b", "a:b", "{urn:x}FOO", ""])
 def test_oscour_unwritable_extension_name(name):
     with pytest.raises(ValueError):
-        oscour_bytes([full_visit(extensions={name: "x"})])
+        oscour_bytes([full_visit(extensions=[["ORIENT", name, "x"]])])
 
 
 def test_oscour_empty_list_items_left_out_and_none_fields():
@@ -197,7 +201,7 @@ def test_oscour_round_trip_through_the_reader(tmp_path):
         full_visit(),
         full_visit(position=2, cp="20000", commune="AJACCIO & <CO>", sexe="M", mode_entree="7", provenance="1",
                    transport="SMUR", transport_pec="MED", gravite="4", dp="I219", da=[], actes=["DEQP003", "YYYY600"],
-                   mode_sortie="6", destination="1", orient="REA", extensions={"HMED": "1", "ORIENT_UHCD": "MED"}),
+                   mode_sortie="6", destination="1", orient="REA", extensions=[["MOTIF", "HMED", "1"], ["ORIENT", "ORIENT_UHCD", "MED"]]),
         minimal_visit(position=3),
     ]
     path = tmp_path / "round.xml"
@@ -332,7 +336,7 @@ def syrius_bytes(visits, codegeo) -> tuple[bytes, int]:
 
 def test_syrius_layout_and_anonymisation(codegeo):
     visits = [
-        full_visit(extensions={"HMED": "1", "ENTREE_UHCD": "29/02/2024 12:00"}, motif="a & <b>"),
+        full_visit(extensions=[["MOTIF", "HMED", "1"], ["ORIENT", "ENTREE_UHCD", "29/02/2024 12:00"]], motif="a & <b>"),
         minimal_visit(mode_entree="x", provenance=" 05 ", mode_sortie="-1", destination="1.5"),
         full_visit(position=3, cp="20090", naissance=date(2024, 2, 19), mode_sortie="6", destination="1",
                    orient="REA"),

@@ -20,6 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from rpu import region as region_config
 from rpu.mail import SmtpSettings
+from rpu.pools import DB_POOL  # noqa: F401  (the DAG files take it from here)
 
 DB_CONN_ID = "rpu_db"
 INBOX_CONN_ID = "rpu_inbox"
@@ -95,8 +96,12 @@ class OperatorAlert(SmtpNotifier):
         if not self.to:
             self.to = ["root@localhost"]  # still alert someone rather than nobody
         dag_run = context.get("dag_run")
+        map_index = getattr(ti, "map_index", None)
         values = {
             "region_code": code, "dag_id": getattr(ti, "dag_id", "?"), "task_id": getattr(ti, "task_id", "?"),
+            # A mapped instance (one establishment's load or build) is named by its FINESS.
+            "mapped": (getattr(ti, "rendered_map_index", None) or map_index)
+            if map_index is not None and map_index >= 0 else None,
             "run_id": getattr(ti, "run_id", "?"), "try_number": getattr(ti, "try_number", "?"),
             "requested_by": getattr(dag_run, "triggering_user_name", None),
             "cause": f"{type(error).__name__} : {error}" if error is not None else "",

@@ -162,34 +162,54 @@ class MonthlyOutcome:
     errors: list[str]  # "FINESS/ORDRE" whose file could not be built (the error is logged)
 
 
+def live_establishments(conn: psycopg.Connection) -> list[tuple[str, int]]:
+    """(FINESS, ORDRE) of every live establishment: those whose month is sent to ATIH."""
+    with conn.transaction():
+        return [(finess, ordre) for finess, ordre, _name in conn.execute(query("live_establishments")).fetchall()]
+
+
 def build_monthly(conn: psycopg.Connection, plan: MonthPlan, codegeo: CodegeoTable, outbox: str | os.PathLike, *,
                   timezone: str = "Europe/Paris", now: datetime | None = None) -> MonthlyOutcome:
     """Build and journal the month's file of every live establishment (only the missing ones
     unless ``plan.forced``). Each establishment in its own transaction: a failure on one
-    leaves nothing of it behind, does not stop the others, and is listed in ``errors``."""
-    outbox = Path(outbox)
-    outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
+    leaves nothing of it behind, does not stop the others, and is listed in ``errors``. (The
+    DAG builds the establishments as separate tasks, with ``build_establishment``.)"""
     outcome = MonthlyOutcome(plan, [], [], [], [])
-    with conn.transaction():
-        establishments = conn.execute(query("live_establishments")).fetchall()
-    for finess, ordre, _name in establishments:
-        key = {"finess": finess, "ordre": ordre, "year": plan.year, "month": plan.month}
+    for finess, ordre in live_establishments(conn):
         try:
-            with conn.transaction():
-                # One build of an establishment's month at a time (a re-run beside a scheduled run).
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"atih/{finess}/{ordre}",))
-                if not plan.forced and conn.execute(query("atih_month_sent_or_pending"), key).fetchone()[0]:
-                    outcome.already_journaled.append((finess, ordre))
-                    continue
-                if count_visits(conn, finess, ordre, plan.start, plan.end) == 0:
-                    outcome.without_data.append((finess, ordre))
-                    continue
-                outcome.built.append(_build_one(conn, plan, finess, ordre, codegeo, outbox,
-                                                now or local_now(timezone)))
+            kind, send = build_establishment(conn, plan, finess, ordre, codegeo, outbox, timezone=timezone, now=now)
         except Exception:  # one establishment's failure must not stop the others
             log.exception("ATIH : construction impossible pour %s/%s", finess, ordre)
             outcome.errors.append(f"{finess}/{ordre}")
+            continue
+        if kind == BUILT:
+            outcome.built.append(send)
+        else:
+            getattr(outcome, kind).append((finess, ordre))
     return outcome
+
+
+BUILT, WITHOUT_DATA, ALREADY_JOURNALED = "built", "without_data", "already_journaled"
+
+
+def build_establishment(conn: psycopg.Connection, plan: MonthPlan, finess: str, ordre: int, codegeo: CodegeoTable,
+                        outbox: str | os.PathLike, *, timezone: str = "Europe/Paris",
+                        now: datetime | None = None) -> tuple[str, sends.Send | None]:
+    """One establishment's month, in one transaction: (``BUILT``, the send), or
+    (``WITHOUT_DATA``, None) when it has no visit in the period, or (``ALREADY_JOURNALED``,
+    None) when a scheduled run finds the month sent or pending already. Raises on failure,
+    leaving nothing behind."""
+    outbox = Path(outbox)
+    outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = {"finess": finess, "ordre": ordre, "year": plan.year, "month": plan.month}
+    with conn.transaction():
+        # One build of an establishment's month at a time (a re-run beside a scheduled run).
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"atih/{finess}/{ordre}",))
+        if not plan.forced and conn.execute(query("atih_month_sent_or_pending"), key).fetchone()[0]:
+            return ALREADY_JOURNALED, None
+        if count_visits(conn, finess, ordre, plan.start, plan.end) == 0:
+            return WITHOUT_DATA, None
+        return BUILT, _build_one(conn, plan, finess, ordre, codegeo, outbox, now or local_now(timezone))
 
 
 def _build_one(conn, plan: MonthPlan, finess: str, ordre: int, codegeo: CodegeoTable, outbox: Path,

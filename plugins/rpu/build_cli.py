@@ -11,10 +11,11 @@ Wired into ``rpu.cli`` by ``register_build_commands(subparsers)``.
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import date
 from pathlib import Path
 
-EXIT_OK = 0
+EXIT_OK, EXIT_NOTHING = 0, 1
 
 
 def _iso_date(text: str) -> date:
@@ -73,7 +74,8 @@ def cmd_build_oscour(args) -> int:
 
 def cmd_build_syrius(args) -> int:
     from rpu import store
-    from rpu.atih import build_syrius
+    from rpu.atih import MonthPlan, build_syrius
+    from rpu.extract import count_visits
     from rpu.syrius import CodegeoTable
 
     codegeo_path = Path(args.codegeo)
@@ -85,6 +87,11 @@ def cmd_build_syrius(args) -> int:
         raise _usage(f"Table CP → CODEGEO illisible : {error}") from None
     output = _output(args.output)
     with store.connect(args.database, autocommit=True) as conn:
+        start, end = date(args.year, 1, 1), MonthPlan(args.year, args.month, forced=True).end
+        if count_visits(conn, args.finess, args.ordre, start, end) == 0:
+            print(f"rpu: aucun passage de {args.finess}/{args.ordre} du 01/01/{args.year} au {end:%d/%m/%Y} : ATIH "
+                  "refuse un fichier SYRIUS sans PATIENT, aucun fichier écrit.", file=sys.stderr)
+            return EXIT_NOTHING
         entry, count, _by_month = build_syrius(conn, args.finess, args.ordre, args.year, args.month, codegeo, output)
     print(f"{output} : {count} RPU de {args.finess}/{args.ordre} du 01/01/{args.year} à fin {args.month:02d}/{args.year}"
           f" (entrée {entry})")

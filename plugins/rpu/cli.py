@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -49,21 +50,20 @@ def cmd_validate(args) -> int:
 
 # --- rpu load ----------------------------------------------------------------------------------
 
-_STATUS_FR = {"loaded": "chargé", "duplicate": "doublon", "superseded": "dépassé", "rejected": "rejeté"}
-
-
 def cmd_load(args) -> int:
     from rpu import store
+    from rpu.files_cli import STATUS_FR
     from rpu.loader import load_file
 
     files = _existing_files(args.files)
+    guard = _region_guard()
     any_rejected = False
     with store.connect(args.database) as conn:
         for path in files:
-            result = load_file(conn, path, sender=args.sender)
+            result = load_file(conn, path, sender=args.sender, guard=guard)
             report = result.report
             any_rejected |= result.status == "rejected"
-            line = f"{path}: {_STATUS_FR[result.status]} (journal n°{result.received_file_id})"
+            line = f"{path}: {STATUS_FR[result.status]} (journal n°{result.received_file_id})"
             if report and result.status != "rejected":
                 line += (f", {report.records} passages lus, {result.loaded_records} chargés,"
                          f" {report.rejected_records} rejetés, {report.flagged_records} avec anomalie,"
@@ -71,7 +71,19 @@ def cmd_load(args) -> int:
             print(line)
             if result.reason:
                 print(f"  {result.reason}")
+            if result.status == "held":
+                print(f"  Pour l'appliquer malgré tout : rpu files apply {result.received_file_id} --reason \"...\"")
     return EXIT_REJECTED if any_rejected else EXIT_OK
+
+
+def _region_guard():
+    """The region's ``[intake]`` thresholds when a region file is configured, else the defaults."""
+    from rpu import region
+    from rpu.loader import DEFAULT_GUARD
+
+    if not os.environ.get("RPU_REGION_CONFIG"):
+        return DEFAULT_GUARD
+    return region.load().volume_guard
 
 
 # --- rpu db ------------------------------------------------------------------------------------
@@ -157,11 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     from rpu.access import register_access_commands
     from rpu.build_cli import register_build_commands
     from rpu.demo import register_demo_commands
+    from rpu.files_cli import register_file_commands
     from rpu.monitor_cli import register_establishment_commands
     from rpu.region_cli import register_region_commands
 
     register_establishment_commands(commands)
     register_build_commands(commands)
+    register_file_commands(commands)
     register_region_commands(commands)
     register_access_commands(commands)
     register_demo_commands(commands)

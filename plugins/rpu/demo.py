@@ -54,6 +54,8 @@ from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+from rpu.pools import db_pool_slots, pool_set_command
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEZONE = "Europe/Paris"
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
@@ -71,9 +73,10 @@ JWT_SECRET_BYTES = 48  # 64 characters, as `rpu region init` draws it
 
 
 def _parallelism(establishments: int) -> int:
+    """Task slots for the demo: the pool rpu_db's size (the loads at once) plus one (rpu.sizing)."""
     from rpu.sizing import airflow_parallelism
 
-    return airflow_parallelism(os.cpu_count(), establishments)
+    return airflow_parallelism(os.cpu_count(), establishments, db_pool_slots())
 
 
 def state_dir() -> Path:
@@ -223,10 +226,29 @@ def sqlalchemy_url(url: str) -> str:
     return f"postgresql+psycopg://{credentials}@{host}:{params.get('port') or 5432}/{database}"
 
 
+@dataclass(frozen=True)
+class CeleryWorkers:
+    """The CeleryExecutor instead of the LocalExecutor: ``workers`` Celery workers on this
+    machine (``worker-1``, ``worker-2``...), each running ``concurrency`` tasks at once, taking
+    tasks from ``queue`` on the Redis broker ``broker_url``; Celery's results in Airflow's
+    metadata database (PostgreSQL). A dedicated Redis database number and queue name keep two
+    deployments (two test runs, a demo) on one Redis apart."""
+
+    broker_url: str
+    queue: str = "default"
+    workers: int = 2
+    concurrency: int = 2
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f"worker-{i}" for i in range(1, self.workers + 1))
+
+
 @dataclass
 class AirflowSite:
     """One Airflow deployment on this machine: scheduler, dag-processor, triggerer and API
-    server on ``port`` (``components``: the demo runs no triggerer), LocalExecutor, metadata in PostgreSQL, FAB auth manager, connections as
+    server on ``port`` (``airflow_components``: the demo runs no triggerer), LocalExecutor (or
+    Celery workers, ``celery``), metadata in PostgreSQL, FAB auth manager, connections as
     ``AIRFLOW_CONN_*`` JSON and the region file in ``RPU_REGION_CONFIG``."""
 
     home: Path
@@ -241,7 +263,8 @@ class AirflowSite:
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(JWT_SECRET_BYTES))
     api_secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     extra_env: dict[str, str] = field(default_factory=dict)
-    components: tuple[str, ...] = AIRFLOW_COMPONENTS
+    airflow_components: tuple[str, ...] = AIRFLOW_COMPONENTS
+    celery: CeleryWorkers | None = None
 
     @property
     def url(self) -> str:
@@ -281,10 +304,25 @@ class AirflowSite:
             # same work in less memory on a laptop.
             "MALLOC_ARENA_MAX": "2",
         })
+        if self.celery is not None:
+            env.update({
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CELERY__BROKER_URL": self.celery.broker_url,
+                # Celery's task states in PostgreSQL (Airflow's metadata database), not in Redis.
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.database_url,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.celery.concurrency),
+                "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.celery.queue,
+            })
         for conn_id, connection in self.connections.items():
             env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(connection)
         env.update(self.extra_env)
         return env
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        """Airflow's processes on this machine: its components (the demo: no triggerer), then the
+        Celery workers."""
+        return self.airflow_components + (self.celery.names if self.celery else ())
 
     def run(self, argv: list[str], log_path: Path, timeout: float = 300) -> None:
         """Run one command in this site's environment (output appended to ``log_path``)."""
@@ -300,6 +338,9 @@ class AirflowSite:
         """``airflow db migrate``: Airflow's tables and the FAB auth manager's (roles, users)."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], log_dir / "airflow-db-migrate.log")
+        # The pool every per-establishment load takes a slot of (without it they never start).
+        slots = db_pool_slots({**os.environ, **self.extra_env})
+        self.run(pool_set_command(str(Path(sys.executable).parent / "airflow"), slots), log_dir / "airflow-pools.log")
 
     def sync_access(self, log_dir: Path, passwords_file: Path) -> None:
         """Roles and accounts from the region file's ``[access]`` (:func:`rpu.access.sync`)."""
@@ -308,18 +349,23 @@ class AirflowSite:
 
     def start(self, log_dir: Path, only: tuple[str, ...] | None = None
               ) -> dict[str, tuple[Process, subprocess.Popen]]:
+        from rpu.workers import worker_command, worker_env
+
         airflow = str(Path(sys.executable).parent / "airflow")
         env = self.env()
         started = {}
-        for component in only if only is not None else self.components:
-            argv = [airflow, component]
+        for component in self.components if only is None else only:
+            argv, component_env = [airflow, component], env
             if component in ("scheduler", "triggerer"):
                 # One machine, one log folder: the API server reads the task logs from disk, so the
                 # log-serving process each of them would start (~55 MiB each) serves nobody.
                 argv.append("--skip-serve-logs")
             if component == "api-server":
                 argv += ["--host", "127.0.0.1", "--port", str(self.port)]
-            started[component] = spawn(component, argv, env, log_dir / f"{component}.log", cwd=self.home)
+            elif self.celery and component in self.celery.names:
+                argv = worker_command(airflow, component, self.celery.queue, self.celery.concurrency)
+                component_env = {**env, **worker_env(component)}
+            started[component] = spawn(component, argv, component_env, log_dir / f"{component}.log", cwd=self.home)
         return started
 
     def health(self) -> dict | None:
@@ -335,10 +381,16 @@ class AirflowSite:
             (health.get(part) or {}).get("status") == "healthy"
             for part in ("metadatabase", *(_HEALTH_PART[c] for c in self.components if c in _HEALTH_PART)))
 
+    def workers_ready(self, processes: Mapping[str, Process]) -> bool:
+        """Every Celery worker has said "ready" (connected to the broker, consuming its queue)."""
+        names = self.celery.names if self.celery else ()
+        return all(name in processes and " ready." in tail(processes[name].log, 200) for name in names)
+
     def wait_healthy(self, processes: Mapping[str, Process], timeout: float = 180) -> float:
-        """Wait until the API answers and every component heartbeats; fail at once if one dies."""
+        """Wait until the API answers, every component heartbeats and every Celery worker is
+        ready; fail at once if one dies."""
         started = time.monotonic()
-        while not self.healthy():
+        while not (self.healthy() and self.workers_ready(processes)):
             for process in processes.values():
                 if not process.alive():
                     raise RuntimeError(f"Airflow {process.name} s'est arrêté : voir {process.log}\n{tail(process.log)}")
@@ -706,17 +758,56 @@ def site_for(state: DemoState, config: dict, admin_url: str) -> AirflowSite:
     # Until the first night has been ingested (scenario), the DAGs are created paused: a catch-up
     # run of rpu_absence_monitor must not judge today before rpu_ingest has loaded last night's
     # files. The scenario unpauses them all; later starts create new DAGs unpaused.
+    celery = None
+    if config.get("executor") == "celery":
+        # Its own Redis database number and queue: never another deployment's tasks.
+        celery = CeleryWorkers(broker_url=config["redis_url"], queue=f"{regional_name}_taches", workers=2,
+                               concurrency=2)
     return AirflowSite(home=state.airflow_home, database_url=sqlalchemy_url(metadata), port=config["ports"]["airflow"],
                        connections=connections, region_config=state.region_path,
                        paused_at_creation=not config.get("dags_released", False),
-                       parallelism=_parallelism(len(demo_establishments())), components=DEMO_COMPONENTS,
-                       jwt_secret=config["secrets"]["jwt"], api_secret_key=config["secrets"]["api"])
+                       parallelism=_parallelism(len(demo_establishments())), airflow_components=DEMO_COMPONENTS,
+                       jwt_secret=config["secrets"]["jwt"], api_secret_key=config["secrets"]["api"], celery=celery)
+
+
+DEMO_REDIS_DB = 1
+
+
+def _redis(state: DemoState, config: dict, running: dict, env: Mapping[str, str], say) -> None:
+    """The Celery broker of the demo (``config["redis_url"]``): the machine's Redis on
+    127.0.0.1:6379 when it answers, else a private ``redis-server`` recorded with the demo's
+    processes (stopped by ``rpu demo stop``)."""
+    from rpu.local_services import redis_accepts
+
+    if "redis" in running:
+        say(f"redis : déjà en marche (PID {running['redis'].pid})")
+        return
+    if config.get("redis") != "private" and redis_accepts():
+        config.update(redis="local", redis_url=f"redis://127.0.0.1:6379/{DEMO_REDIS_DB}")
+        state.write(state.config_path, config)
+        say(f"Redis : celui de la machine (127.0.0.1:6379, base {DEMO_REDIS_DB})")
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("Redis ne répond pas sur 127.0.0.1:6379 et redis-server est introuvable "
+                           "(apt-get install redis-server)")
+    port = config.get("ports", {}).get("redis") or free_port()
+    config["ports"]["redis"] = port
+    config.update(redis="private", redis_url=f"redis://127.0.0.1:{port}/{DEMO_REDIS_DB}")
+    state.write(state.config_path, config)
+    process, _ = spawn("redis", [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                 "--appendonly", "no"], env, state.logs / "redis.log")
+    state.record(process)
+    wait_for_port(port, 20, process)
+    say(f"Redis : privé, démarré sur 127.0.0.1:{port} (PID {process.pid})")
 
 
 # --------------------------------------------------------------------------- start / stop / status
 
 
-def start(state: DemoState | None = None, out=print) -> int:
+def start(state: DemoState | None = None, out=print, executor: str | None = None) -> int:
+    """``executor``: "local" (LocalExecutor) or "celery" (two Celery workers and a Redis
+    broker); None keeps the one of the first start (local by default)."""
     state = state or DemoState()
     began = time.monotonic()
     with state.locked():
@@ -736,7 +827,16 @@ def start(state: DemoState | None = None, out=print) -> int:
         def say(text: str) -> None:
             out(f"[{time.monotonic() - began:5.1f} s] {text}")
 
+        if executor and executor != config.get("executor", "local"):
+            if any(name in running for name in (*AIRFLOW_COMPONENTS, "redis")):
+                raise RuntimeError(f"la démo tourne avec l'exécuteur {config.get('executor', 'local')} : "
+                                   "arrêtez-la d'abord (make stop), puis relancez")
+            config["executor"] = executor
+            state.write(state.config_path, config)
         admin_url = _postgres(state, config, say)
+        if config.get("executor") == "celery":
+            _redis(state, config, running, {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW",
+                                                                                                     "RPU_"))}, say)
         site = site_for(state, config, admin_url)
         if not state.region_path.exists():
             codegeo = state.root / "codegeo.csv"
@@ -827,6 +927,8 @@ def summary(state: DemoState, config: dict, site: AirflowSite, *, first_night: b
         f"  SFTP : sftp -P {config['ports']['sftp']} {config['sftp']['username']}@127.0.0.1"
         f" (mot de passe dans {state.config_path}) ; dépôts : /{INBOX_DIR}/<FINESS>/depot/",
         f"  Journaux : {state.logs} ; région : {state.region_path}",
+        (f"  Exécuteur : Celery, {', '.join(site.celery.names)} (file {site.celery.queue}, {site.celery.broker_url})"
+         if site.celery else "  Exécuteur : LocalExecutor (make run-celery : deux workers Celery)"),
         f"  Airflow : {site.parallelism} tâches à la fois ({os.cpu_count()} cœurs, {len(establishments)} établissements)",
     ]
     if first_night:
@@ -855,7 +957,7 @@ def stop(state: DemoState | None = None, out=print, purge: bool = False) -> int:
     with state.locked():
         processes = state.processes()
         # Airflow and the scenario first (they use SFTP, SMTP and PostgreSQL), then the services.
-        services = ("sftp", "smtp")
+        services = ("sftp", "smtp", "redis")
         first = [p for name, p in processes.items() if name not in services]
         then = [p for name, p in processes.items() if name in services]
         for batch in (first, then):
@@ -919,7 +1021,8 @@ def status(state: DemoState | None = None, out=print) -> int:
         out(f"{name:<14} {label:<10} PID {process.pid}  journal {process.log}")
     if config:
         port = config["ports"]["airflow"]
-        healthy = AirflowSite(state.airflow_home, "", port, {}, state.region_path, components=DEMO_COMPONENTS).healthy()
+        healthy = AirflowSite(state.airflow_home, "", port, {}, state.region_path,
+                              airflow_components=DEMO_COMPONENTS).healthy()
         all_up &= healthy
         out(f"Airflow : http://localhost:{port} ({'prêt' if healthy else 'pas prêt'}) ; boîte aux lettres : "
             f"{state.mailbox} ({len(list(state.mailbox.glob('*.eml')))} message(s))")
@@ -1031,6 +1134,10 @@ def register_demo_commands(subparsers) -> argparse.ArgumentParser:
         if name == "stop":
             action.add_argument("--purge", action="store_true",
                                 help="effacer aussi les bases et le dossier d'état (repartir de zéro)")
+        if name == "start":
+            action.add_argument("--executor", choices=("local", "celery"),
+                                help="local : LocalExecutor ; celery : deux workers Celery et Redis (make run-celery). "
+                                     "Défaut : celui du premier démarrage")
         action.set_defaults(func=func)
     return demo
 
@@ -1038,7 +1145,7 @@ def register_demo_commands(subparsers) -> argparse.ArgumentParser:
 def cmd_start(args) -> int:
     state = DemoState(args.state)
     try:
-        return start(state)
+        return start(state, executor=getattr(args, "executor", None))
     except (RuntimeError, TimeoutError) as error:
         print(f"rpu demo: {error}", file=sys.stderr)
         print("rpu demo: ce qui a démarré reste en marche ; « rpu demo stop » l'arrête.", file=sys.stderr)
@@ -1063,6 +1170,8 @@ def main(argv: list[str] | None = None) -> int:
         action.add_argument("--state", type=Path)
         if name == "stop":
             action.add_argument("--purge", action="store_true")
+        if name == "start":
+            action.add_argument("--executor", choices=("local", "celery"))
         action.set_defaults(func=func)
     sftp = commands.add_parser("sftp", help="(interne) le serveur SFTP de la démo, jusqu'à SIGTERM")
     sftp.add_argument("--state", type=Path, required=True)

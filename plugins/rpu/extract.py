@@ -59,7 +59,7 @@ def visits_for(conn: psycopg.Connection, finess: str, ordre: int, start: date, e
         while rows := cursor.fetchmany(itersize):
             for visit in starmap(Visit, rows):
                 if visit.extensions is None:  # NULL in the table when the producer sent none
-                    visit.extensions = {}
+                    visit.extensions = []
                 yield visit
 
 

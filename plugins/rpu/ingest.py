@@ -5,6 +5,8 @@ The inbox layout (what an establishment's IT is told)::
     <FINESS>/depot/     the establishment drops its files here
     <FINESS>/traites/   files loaded (or recognised as already received), with their report
     <FINESS>/rejetes/   files refused, each with <name>.rapport.txt saying why
+    <FINESS>/attente/   files held for the ORU (they would empty or halve days we hold): nothing
+                        applied; the ORU applies them (``rpu files apply``) or sets them aside
 
 For each stable file of each registered establishment's ``depot/``: download, check the
 sender, load it in one transaction, and only after the commit move it to ``traites/`` or
@@ -42,7 +44,7 @@ from rpu.rules import Finding
 
 log = logging.getLogger(__name__)
 
-DEPOT, PROCESSED, REJECTED = "depot", "traites", "rejetes"
+DEPOT, PROCESSED, REJECTED, HELD = "depot", "traites", "rejetes", "attente"
 REPORT_SUFFIX = ".rapport.txt"
 # Names that producers and SFTP clients use while a file is still being written.
 _TEMPORARY_SUFFIXES = (".part", ".tmp", ".temp", ".filepart", ".partial", ".crdownload", "~")
@@ -144,12 +146,13 @@ class FolderSummary:
     rejected: int = 0
     duplicate: int = 0
     superseded: int = 0
+    held: int = 0
     visits_loaded: int = 0
     waiting: int = 0  # files still being written, left for the next run
 
     @property
     def taken(self) -> int:
-        return self.loaded + self.rejected + self.duplicate + self.superseded
+        return self.loaded + self.rejected + self.duplicate + self.superseded + self.held
 
 
 @dataclass
@@ -158,6 +161,7 @@ class IngestSummary:
     unknown_folders: list[str] = field(default_factory=list)
     sender_mismatches: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # files left in depot/ after an unexpected error
+    held: list[LoadResult] = field(default_factory=list)  # files held for the ORU this run
     seconds: float = 0.0
     # Where the run's time went: listing, download, load (validation + database), archive.
     timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("listing", "download", "load", "archive"), 0.0))
@@ -174,12 +178,13 @@ class IngestSummary:
         return sum(f.visits_loaded for f in self.folders.values())
 
     def totals(self) -> dict:
-        keys = ("loaded", "rejected", "duplicate", "superseded", "visits_loaded", "waiting")
+        keys = ("loaded", "rejected", "duplicate", "superseded", "held", "visits_loaded", "waiting")
         return {k: sum(getattr(f, k) for f in self.folders.values()) for k in keys}
 
     def as_dict(self) -> dict:
         return {
             "totals": self.totals(),
+            "held": [f"{result.file} (n°{result.received_file_id})" for result in self.held],
             "establishments": {name: vars(summary) for name, summary in sorted(self.folders.items()) if summary.taken
                                or summary.waiting},
             "unknown_folders": self.unknown_folders,
@@ -189,10 +194,26 @@ class IngestSummary:
             "timings": {step: round(seconds, 2) for step, seconds in self.timings.items()},
         }
 
+    @classmethod
+    def merged(cls, parts) -> IngestSummary:
+        """One summary from several ``as_dict()`` (the establishments' loads of one run)."""
+        summary = cls()
+        for part in parts:
+            for name, counts in part["establishments"].items():
+                folder = summary.folder(name)
+                for key, value in counts.items():
+                    setattr(folder, key, getattr(folder, key) + value)
+            for key in ("unknown_folders", "sender_mismatches", "failed"):
+                getattr(summary, key).extend(part[key])
+            summary.seconds = max(summary.seconds, part["seconds"])  # they ran side by side
+            for step, seconds in part["timings"].items():
+                summary.timings[step] = summary.timings.get(step, 0.0) + seconds
+        return summary
+
     def lines(self) -> list[str]:
         totals = self.totals()
         out = [f"{self.files_taken} fichier(s) traité(s) : {totals['loaded']} chargé(s), {totals['rejected']} rejeté(s), "
-               f"{totals['duplicate']} doublon(s), {totals['superseded']} dépassé(s) ; "
+               f"{totals['duplicate']} doublon(s), {totals['superseded']} dépassé(s), {totals['held']} en attente ; "
                f"{totals['visits_loaded']} passages chargés ; {totals['waiting']} en cours de dépôt ; {self.seconds:.1f} s",
                "durées : " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds in self.timings.items())]
         for name, f in sorted(self.folders.items()):
@@ -214,16 +235,38 @@ def run_ingest(
     now: Callable[[], float] = time.time,
     settle_seconds: int = SETTLE_SECONDS,
 ) -> IngestSummary:
-    """One pass over the inbox. Raises on SFTP or database failure (the task retries); what
-    was committed and moved before stays done."""
+    """One pass over the whole inbox in one process: the listing, then every establishment's
+    files, then the ORU told. Raises on SFTP or database failure; what was committed and moved
+    before stays done. (The rpu_ingest DAG runs the same steps as separate tasks:
+    ``list_inbox`` once, ``load_establishment`` per establishment, ``tell_oru``.)"""
     started = time.monotonic()
     summary = IngestSummary()
+    to_take = list_inbox(conn, inbox, region, summary, now=now, settle_seconds=settle_seconds)
+    take_files(conn, inbox, region, [(folder, f) for folder, files in to_take.items() for f in files], summary)
+    tell_oru(conn, region, summary, notify)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def list_inbox(
+    conn: psycopg.Connection,
+    inbox,
+    region: Region,
+    summary: IngestSummary,
+    *,
+    now: Callable[[], float] = time.time,
+    settle_seconds: int = SETTLE_SECONDS,
+) -> dict[str, list[InboxFile]]:
+    """The stable files of each registered establishment's ``depot/`` (folder → files, oldest
+    first), establishments without one left out. Files still being written are counted in
+    ``summary`` (``waiting``), folders no establishment owns in ``summary.unknown_folders``.
+    What was seen is remembered, so that the next listing can tell a file that stopped changing."""
+    clock = time.monotonic()
     registered = {e.finess for e in region.establishments}
     previous = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT path, size, mtime FROM inbox_listing")}
     conn.commit()
     listing: dict[str, InboxFile] = {}
-    to_take: list[tuple[str, InboxFile]] = []
-    clock = time.monotonic()
+    to_take: dict[str, list[InboxFile]] = {}
     server_now = _server_time(inbox, now)
     for folder in inbox.folders():
         if folder not in registered:
@@ -234,11 +277,28 @@ def run_ingest(
                 continue
             listing[inbox_file.path] = inbox_file
             if _is_stable(inbox_file, previous.get(inbox_file.path), server_now, settle_seconds):
-                to_take.append((folder, inbox_file))
+                to_take.setdefault(folder, []).append(inbox_file)
             else:
                 summary.folder(folder).waiting += 1
+    _remember_listing(conn, listing)
     summary.timings["listing"] += time.monotonic() - clock
+    return to_take
 
+
+def load_establishment(conn: psycopg.Connection, inbox, region: Region, folder: str, files: list[InboxFile],
+                       summary: IngestSummary) -> None:
+    """Take the files ``list_inbox`` found stable in one establishment's ``depot/``: those still
+    there unchanged (a retry after a partial run finds the ones already moved gone). A file
+    that appeared or changed since the listing waits for the next listing."""
+    present = {(f.path, f.size, f.mtime) for f in inbox.files(folder)}
+    take_files(conn, inbox, region, [(folder, f) for f in files if (f.path, f.size, f.mtime) in present], summary)
+
+
+def take_files(conn: psycopg.Connection, inbox, region: Region, to_take: list[tuple[str, InboxFile]],
+               summary: IngestSummary) -> None:
+    """Download, load and archive each file in order; one file's unexpected error leaves it in
+    ``depot/`` (listed in ``summary.failed``) and does not stop the others. Raises when the
+    database or the SFTP server is gone."""
     with tempfile.TemporaryDirectory(prefix="rpu-ingest-") as workdir:
         for folder, inbox_file, local in _downloaded(inbox, to_take, Path(workdir), summary):
             try:
@@ -246,19 +306,14 @@ def run_ingest(
             except Exception as error:  # one file must not stop the others
                 if _connection_lost(error) or not _alive(inbox):
                     raise  # the database or the SFTP server is gone: the task retries
-                # The file stays in depot/ and is tried again next run; the operator is
-                # alerted at the end of this run. No content of the file is logged.
+                # The file stays in depot/ and is tried again; the operator is alerted when
+                # the task fails. No content of the file is logged.
                 log.error("%s : échec inattendu (%s), fichier laissé dans depot/", inbox_file.path,
                           type(error).__name__)
                 summary.failed.append(inbox_file.path)
                 continue
             finally:
                 local.unlink(missing_ok=True)
-            listing.pop(inbox_file.path, None)
-    _remember_listing(conn, listing)
-    _tell_oru(conn, region, summary, notify)
-    summary.seconds = time.monotonic() - started
-    return summary
 
 
 def _server_time(inbox, now: Callable[[], float]) -> float:
@@ -332,7 +387,7 @@ def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, local
     clock = time.monotonic()
     extra = _sender_check(region, folder, local)
     try:
-        result = load_file(conn, local, sender=folder, name=name, extra_findings=extra)
+        result = load_file(conn, local, sender=folder, name=name, extra_findings=extra, guard=region.volume_guard)
     except BaseException:
         conn.rollback()
         raise
@@ -340,7 +395,7 @@ def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, local
     summary.timings["load"] += time.monotonic() - clock
     clock = time.monotonic()
     # Committed: only now does the file leave depot/.
-    target_folder = posixpath.join(folder, REJECTED if result.status == "rejected" else PROCESSED)
+    target_folder = posixpath.join(folder, {"rejected": REJECTED, "held": HELD}.get(result.status, PROCESSED))
     inbox.ensure_folder(target_folder)
     target = _free_name(inbox, target_folder, name)
     report = _report_text(result)
@@ -348,6 +403,8 @@ def _take(conn, inbox, region: Region, folder: str, inbox_file: InboxFile, local
         inbox.write_text(target + REPORT_SUFFIX, report)
     inbox.move(inbox_file.path, target)
     summary.timings["archive"] += time.monotonic() - clock
+    if result.status == "held":
+        summary.held.append(result)
     if extra and result.status == "rejected":
         summary.sender_mismatches.append(f"{folder}/{DEPOT}/{name} : FINESS d'en-tête {extra[0].value}")
     folder_summary = summary.folder(folder)
@@ -371,12 +428,29 @@ def _sender_check(region: Region, folder: str, local: Path) -> list[Finding]:
 
 def _report_text(result: LoadResult) -> str | None:
     report = result.report
-    if result.status in ("duplicate", "superseded"):
-        return (f"Fichier : {result.file}\n\nVerdict : {'DOUBLON' if result.status == 'duplicate' else 'DÉPASSÉ'}\n"
-                f"{result.reason}\n")
-    if report and needs_report(report):
-        return format_report(report, outcome="chargé" if result.status == "loaded" else None)
+    verdicts = {"duplicate": "DOUBLON", "superseded": "DÉPASSÉ", "held": "EN ATTENTE"}
+    if result.status in verdicts:
+        return f"Fichier : {result.file}\n\nVerdict : {verdicts[result.status]}\n{result.reason}\n"
+    partial = result.status == "loaded" and bool(result.days_not_applied)
+    if report and (needs_report(report) or partial):
+        return format_report(report, outcome="chargé" if result.status == "loaded" else None,
+                             applied=result.reason if result.status == "loaded" else None)
     return None
+
+
+def held_lines(held: list[LoadResult]) -> list[str]:
+    """The ORU's part about held files: which, the figures per day, the two commands."""
+    lines = ["Fichiers mis en attente (rien n'a été appliqué) : ils retireraient des passages que la base détient."]
+    for result in held:
+        header = result.report.header
+        lines.append(f"  - n°{result.received_file_id} « {result.file} », FINESS {header.finess}/{header.ordre}, "
+                     f"période du {header.period_start:%d/%m/%Y} au {header.period_end:%d/%m/%Y} :")
+        for day in result.held_days:
+            lines.append(f"      {day.day:%d/%m/%Y} : {day.held} passage(s) détenu(s), {day.brought} dans ce fichier")
+    lines += ["Vérifiez avec l'établissement (export lancé sur une vue vide ? unité fermée ?), puis :",
+              '  rpu files apply N --reason "..."    (appliquer malgré tout, décision journalisée)',
+              '  rpu files discard N --reason "..."  (écarter le fichier)', ""]
+    return lines
 
 
 def _free_name(inbox, folder: str, name: str) -> str:
@@ -398,7 +472,7 @@ def _remember_listing(conn, listing: dict[str, InboxFile]) -> None:
                 copy.write_row((inbox_file.path, inbox_file.size, inbox_file.mtime))
 
 
-def _tell_oru(conn, region: Region, summary: IngestSummary, notify: Notify | None) -> None:
+def tell_oru(conn, region: Region, summary: IngestSummary, notify: Notify | None) -> None:
     """Sender mismatches every time; a folder no establishment owns, once (marked only after
     the e-mail went, so a failed e-mail is sent again next run)."""
     with conn.transaction():
@@ -408,9 +482,11 @@ def _tell_oru(conn, region: Region, summary: IngestSummary, notify: Notify | Non
         new_unknown = [row[0] for row in conn.execute(
             "SELECT folder FROM inbox_unknown_folder WHERE notified_at IS NULL AND folder = ANY(%s) ORDER BY folder",
             (summary.unknown_folders,))]
-    if not (new_unknown or summary.sender_mismatches) or notify is None:
+    if not (new_unknown or summary.sender_mismatches or summary.held) or notify is None:
         return
     lines = []
+    if summary.held:
+        lines += held_lines(summary.held)
     if summary.sender_mismatches:
         lines.append("Fichiers rejetés car leur FINESS d'en-tête n'est pas celui du dossier de dépôt (SENDER_MISMATCH) :")
         lines += [f"  - {item}" for item in summary.sender_mismatches]

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from rpu import sends
+from rpu import schemas, sends
 from rpu.extract import visits_for
 from rpu.model import Header
 from rpu.oscour_writer import write_oscour
@@ -38,9 +38,9 @@ from rpu.store import query
 log = logging.getLogger(__name__)
 
 DESTINATION = "invs"
-# Serialises the daily builds (and anything else taking it): two runs at once would otherwise
-# both find the same files not yet carried.
-_BUILD_LOCK = 0x5250550002
+# With the establishment, serialises its daily builds: two runs at once would otherwise both find
+# the same files not yet carried.
+_BUILD_LOCK = 0x5250
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,9 @@ def build_oscour(conn: psycopg.Connection, finess: str, ordre: int, start: date,
     and return its number of visits.
 
     Header: DATEDEBUT/DATEFIN = the period, EXTRACT = ``extract`` (default: now, Europe/Paris).
-    The file is written under a temporary name beside ``out_path``, owner-only, then renamed:
-    ``out_path`` is never seen half-written. On error nothing is left behind."""
+    The file is written under a temporary name beside ``out_path``, owner-only, checked
+    against the OSCOUR schema (``rpu.schemas``), then renamed: ``out_path`` is never seen
+    half-written nor invalid. On error nothing is left behind."""
     if end < start:
         raise ValueError(f"période inversée : {start} → {end}")
     header = Header("OSCOUR", finess, ordre, extract or local_now(), start, end)
@@ -83,6 +84,7 @@ def build_oscour(conn: psycopg.Connection, finess: str, ordre: int, start: date,
             count = write_oscour(stream, header, visits)
             stream.flush()
             os.fsync(stream.fileno())
+        schemas.check(temporary, schemas.OSCOUR)
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -90,9 +92,11 @@ def build_oscour(conn: psycopg.Connection, finess: str, ordre: int, start: date,
     return count
 
 
-def due_establishments(conn: psycopg.Connection) -> list[DueEstablishment]:
+def due_establishments(conn: psycopg.Connection, finess: str | None = None,
+                       ordre: int | None = None) -> list[DueEstablishment]:
+    """Every live establishment with files no send carries yet (or only the one named)."""
     with conn.transaction():
-        rows = conn.execute(query("invs_due_files")).fetchall()
+        rows = conn.execute(query("invs_due_files"), {"finess": finess, "ordre": ordre}).fetchall()
     return [DueEstablishment(finess, ordre, list(ids), start, end) for finess, ordre, ids, start, end in rows]
 
 
@@ -109,23 +113,34 @@ def build_daily(conn: psycopg.Connection, outbox: str | os.PathLike, *, timezone
 
     Each establishment is built and journaled in its own transaction: a failure on one leaves
     nothing of it behind (no journal row, no file; the error is logged), does not stop the
-    others, and is listed in ``failed``: its files stay due for the next run."""
+    others, and is listed in ``failed``: its files stay due for the next run. (The DAG builds
+    the establishments as separate tasks, with ``build_establishment``.)"""
+    outcome = DailyOutcome([], [])
+    for due in due_establishments(conn):
+        try:
+            send = build_establishment(conn, due.finess, due.ordre, outbox, timezone=timezone, now=now)
+        except Exception:  # one establishment's failure must not stop the others
+            log.exception("InVS : construction impossible pour %s/%s", due.finess, due.ordre)
+            outcome.failed.append(f"{due.finess}/{due.ordre}")
+            continue
+        if send is not None:
+            outcome.built.append(send)
+    return outcome
+
+
+def build_establishment(conn: psycopg.Connection, finess: str, ordre: int, outbox: str | os.PathLike, *,
+                        timezone: str = "Europe/Paris", now: datetime | None = None) -> sends.Send | None:
+    """Build and journal one establishment's file if it still has files no send carries (None
+    when not, e.g. another run built it meanwhile). One build of an establishment at a time:
+    two runs at once would otherwise both find the same files not yet carried."""
     outbox = Path(outbox)
     outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
-    outcome = DailyOutcome([], [])
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_lock(%s)", (_BUILD_LOCK,))
-    try:
-        for due in due_establishments(conn):
-            try:
-                outcome.built.append(_build_one(conn, due, outbox, now or local_now(timezone)))
-            except Exception:  # one establishment's failure must not stop the others
-                log.exception("InVS : construction impossible pour %s/%s", due.finess, due.ordre)
-                outcome.failed.append(f"{due.finess}/{due.ordre}")
-    finally:
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_BUILD_LOCK,))
-    return outcome
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_BUILD_LOCK, f"{finess}/{ordre}"))
+        due = due_establishments(conn, finess, ordre)
+        if not due:
+            return None
+        return _build_one(conn, due[0], outbox, now or local_now(timezone))
 
 
 def _build_one(conn: psycopg.Connection, due: DueEstablishment, outbox: Path, when: datetime) -> sends.Send:

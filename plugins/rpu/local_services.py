@@ -497,3 +497,65 @@ __all__ = [
     "start_postgres",
     "stop_private_postgres",
 ]
+
+
+# --------------------------------------------------------------------------- Redis (Celery's broker)
+
+LOCAL_REDIS = (LOOPBACK, 6379)
+
+
+def redis_accepts(host: str = LOOPBACK, port: int = 6379, timeout: float = 2) -> bool:
+    """Whether a Redis server answers PING there (RESP, no client library needed)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A private ``redis-server`` (the Debian package's binary) on a free loopback port, no
+    persistence: for a machine whose own Redis (127.0.0.1:6379) does not answer."""
+
+    def __init__(self, work_dir: str | os.PathLike[str], binary: str = "redis-server"):
+        self.work_dir = Path(work_dir)
+        self.binary = binary
+        self.port = 0
+        self._process = None
+
+    def start(self, timeout: float = 20) -> RedisServer:
+        import shutil
+        import subprocess
+
+        executable = shutil.which(self.binary)
+        if executable is None:
+            raise RuntimeError("Redis ne répond pas sur 127.0.0.1:6379 et redis-server est introuvable "
+                               "(apt-get install redis-server)")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as probe:
+            probe.bind((LOOPBACK, 0))
+            self.port = probe.getsockname()[1]
+        self._process = subprocess.Popen(
+            [executable, "--bind", LOOPBACK, "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--dir", str(self.work_dir)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not redis_accepts(LOOPBACK, self.port, timeout=0.5):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server n'a pas démarré sur {LOOPBACK}:{self.port}")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except Exception:
+                self._process.kill()
+        self._process = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/{db}"

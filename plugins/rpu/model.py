@@ -22,8 +22,17 @@ class Header:
     ordre: int | None = None
     extract: datetime | None = None
     period_start: date | None = None
-    # None while DATEFIN was empty; the reader then closes the period on the last ENTREE date.
+    # None while DATEFIN was empty; validation then closes the period on the extraction date.
     period_end: date | None = None
+    # EXTRACT gave a day without a time: the extraction is taken to run to the end of that day.
+    extract_day_only: bool = False
+
+    @property
+    def extracted_by(self) -> datetime | None:
+        """The latest moment the extraction can have taken place."""
+        if self.extract is None or not self.extract_day_only:
+            return self.extract
+        return self.extract.replace(hour=23, minute=59, second=59)
 
 
 @dataclass(slots=True)
@@ -50,7 +59,31 @@ class Visit:
     mode_sortie: str | None = None
     destination: str | None = None
     orient: str | None = None
-    # Producer extension elements (HMED, CIRCONSTANCE, *_UHCD...): kept, never a reason to reject.
-    extensions: dict[str, str] = field(default_factory=dict)
+    # Producer extension elements (HMED, CIRCONSTANCE, *_UHCD...): kept, never a reason to reject,
+    # in the order received, as [after, name, value]: ``after`` is the national element they are
+    # written after, MOTIF (HMED, CIRCONSTANCE received there) or ORIENT (every other one).
+    extensions: list = field(default_factory=list)
     # Rule codes of the quality flags raised on this visit.
     flags: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VolumeGuard:
+    """When a file is held for the ORU instead of applied (``[intake]`` in region.toml).
+
+    A file is held when, on the days where it would replace what we hold, it would leave a day
+    that held visits with none (``hold_when_day_emptied``), or remove more than
+    ``hold_when_drop_over`` (a share) of the visits held for those days."""
+
+    hold_when_day_emptied: bool = True
+    hold_when_drop_over: float = 0.5
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long one file may take (``[intake]`` in region.toml): waiting for its establishment's
+    lock, any one SQL statement, reading the whole file (0: no limit)."""
+
+    lock_seconds: int = 300
+    statement_seconds: int = 1800
+    read_seconds: int = 1800

@@ -11,6 +11,7 @@ The reader only turns XML into text fields; typing and validation live in ``rpu.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -22,6 +23,7 @@ ROOTS = (OSCOUR_ROOT, SYRIUS_ROOT)  # the envelopes this reader knows; files rec
 HEADER_TAG = "ETABLISSEMENT"
 RECORD_TAG = "PATIENT"
 _CHUNK = 1 << 16
+_MAX_GAP = 16 << 20  # bytes without a PATIENT after the header: the file is not made of visits
 
 
 class FileRefused(Exception):
@@ -35,13 +37,16 @@ class FileRefused(Exception):
 
 @dataclass(slots=True)
 class RawRecord:
-    """One PATIENT as text: simple fields, the DA and ACTE lists, unknown (extension) elements."""
+    """One PATIENT as text: simple fields, the DA and ACTE lists, unknown (extension) elements.
+
+    ``extensions`` lists the extension elements in file order as ``(after, name, value)``,
+    ``after`` being the national element just before it (None when it comes first)."""
 
     position: int
     fields: dict[str, str]
     da: list[str] = field(default_factory=list)
     actes: list[str] = field(default_factory=list)
-    extensions: dict[str, str] = field(default_factory=dict)
+    extensions: list[tuple[str | None, str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -68,9 +73,27 @@ def _read_record(element, position: int) -> RawRecord:
         else:
             fields[tag] = child.text or ""
     if len(fields) > len(_KNOWN_FIELDS) or not fields.keys() <= _KNOWN_FIELDS:
-        for tag in fields.keys() - _KNOWN_FIELDS:
-            record.extensions[tag] = fields.pop(tag)
+        record.extensions = _extensions(element, fields)
     return record
+
+
+def _extensions(element, fields: dict[str, str]) -> list[tuple[str | None, str, str]]:
+    """The extension elements in file order, each with the national element it follows (a
+    second pass over the PATIENT, only for records that carry extensions)."""
+    extensions = []
+    after = None
+    for child in element:
+        tag = child.tag
+        if tag in _KNOWN_FIELDS or tag in _LIST_FIELDS:
+            after = tag
+        elif not isinstance(tag, str) or tag.startswith("{"):
+            # One rule at both ends: the national format has no namespace, and what we cannot
+            # write back faithfully we do not take in.
+            raise FileRefused("NAMESPACE_FORBIDDEN", f"Élément trouvé : <{str(tag)[:60]}>.")
+        else:
+            fields.pop(tag, None)
+            extensions.append((after, tag, child.text or ""))
+    return extensions
 
 
 _KNOWN_FIELDS = frozenset({
@@ -79,20 +102,9 @@ _KNOWN_FIELDS = frozenset({
     # SYRIUS replaces CP, COMMUNE and NAISSANCE by these.
     "CODEGEO", "AGE", "AGE_JOURS",
 })
-
-
-def _release(element) -> None:
-    """Free a PATIENT and everything already read before it, at every level up to the root,
-    so that a file of any size is read in constant memory."""
-    element.clear(keep_tail=False)
-    node = element
-    while node is not None:
-        parent = node.getparent()
-        if parent is None:
-            break
-        while node.getprevious() is not None:
-            del parent[0]
-        node = parent
+_LIST_FIELDS = frozenset({"LISTE_DA", "LISTE_ACTES"})
+# What may stand directly under the root: the header, PASSAGES, or PATIENT without PASSAGES.
+_AT_ROOT = (HEADER_TAG, "PASSAGES", RECORD_TAG)
 
 
 class OscourReader:
@@ -109,14 +121,19 @@ class OscourReader:
     document, and for a header placed after the records.
     """
 
-    def __init__(self, source: str | os.PathLike | BinaryIO, roots: tuple[str, ...] = (OSCOUR_ROOT,)):
+    def __init__(self, source: str | os.PathLike | BinaryIO, roots: tuple[str, ...] = (OSCOUR_ROOT,),
+                 deadline: float | None = None):
         self._source = source
+        self._deadline = deadline
         self._roots = roots
         self.header: RawHeader | None = None
         self.root: str | None = None
         self.records = 0
         self._lines = 1  # lines fed to the parser so far
         self._tree_root = None  # the root element of the main parser's tree
+        self._since_record = 0  # bytes fed since the last PATIENT
+        self.unknown = 0  # elements found where a PATIENT may stand, that are not PATIENT
+        self.unknown_first: str | None = None
 
     def __iter__(self) -> Iterator[RawRecord]:
         if isinstance(self._source, str | os.PathLike):
@@ -131,7 +148,7 @@ class OscourReader:
         # parser that reads no further than the root's start tag.
         parser = etree.XMLPullParser(
             events=("start", "end"),
-            tag=(*ROOTS, HEADER_TAG, RECORD_TAG),
+            tag=(*ROOTS, HEADER_TAG, RECORD_TAG, "PASSAGES"),
             resolve_entities=False,
             load_dtd=False,
             no_network=True,
@@ -148,6 +165,8 @@ class OscourReader:
                 break
             fed += len(chunk)
             self._lines += chunk.count(b"\n")
+            if self._deadline is not None and time.monotonic() > self._deadline:
+                raise FileRefused("FILE_TOO_SLOW", f"Lu jusqu'à {fed >> 20} Mo.")
             if fed == len(chunk) and _prolog_has_doctype(chunk):
                 # Refused on the bytes, before any parser sees the declarations.
                 raise FileRefused("DTD_FORBIDDEN")
@@ -155,10 +174,14 @@ class OscourReader:
                 if self.root is None:
                     self._sniff(sniffer, chunk)
                 parser.feed(chunk)
+                records_before = self.records
                 yield from self._records(parser)
+                self._since_record = 0 if self.records > records_before else self._since_record + len(chunk)
+                if self.header is not None and self._since_record > _MAX_GAP:
+                    # Megabytes without a PATIENT: elements of another name pile up in memory.
+                    raise FileRefused("UNKNOWN_ELEMENT", f"Aucun passage <PATIENT> dans {_MAX_GAP >> 20} Mo du fichier.")
             except etree.XMLSyntaxError as error:
                 raise self._syntax_refusal(error, stream) from None
-            self._check_unknown_elements()
         if fed == 0:
             raise FileRefused("EMPTY_FILE")
         try:
@@ -171,21 +194,55 @@ class OscourReader:
         if self.root is None:  # a document too short for the sniffer to have seen its root
             self._check_root(root)
         self._tree_root = root
-        self._check_unknown_elements(at_end=True)
+        self._check_unknown_elements()
 
-    def _check_unknown_elements(self, at_end: bool = False) -> None:
-        """Elements that are neither the header nor PATIENT are skipped (and freed with the next
-        PATIENT). A file made of them alone (records named <Patient> or <PASSAGE>, say) would
-        otherwise be taken as an empty period, and erase it: it is refused, and so is a file
-        piling up thousands of them (they would stay in memory)."""
+    def _check_unknown_elements(self) -> None:
+        """Elements that are neither the header nor PATIENT (records named <Patient> or
+        <PASSAGE>, say) are counted as they are released; any of them means that the file's
+        visits cannot all be read: the file is refused with the count, never read as fewer
+        visits (or an empty period, which would erase)."""
         root = self._tree_root
-        if root is None:
+        if root is not None:  # what no PATIENT released: after the last one, or a file without any
+            for child in root:
+                if child.tag == "PASSAGES":
+                    for grandchild in child:
+                        self._count_unknown(grandchild, ("PATIENT",))
+                else:
+                    self._count_unknown(child, _AT_ROOT)
+        if self.unknown:
+            tag, count = self.unknown_first, self.unknown
+            raise FileRefused("UNKNOWN_ELEMENT", f"{count} élément{'s' if count > 1 else ''} inconnu{'s' if count > 1 else ''}"
+                                                 f" à la place d'un passage, le premier : <{tag[:40]}>.")
+
+    def _count_unknown(self, element, known: tuple[str, ...]) -> None:
+        tag = element.tag
+        if tag in known:
             return
-        unknown = [child for child in root if child.tag != HEADER_TAG]
-        unknown += [grandchild for child in root if child.tag == "PASSAGES" for grandchild in child]
-        unknown = [element for element in unknown if element.tag not in ("PASSAGES", RECORD_TAG)]
-        if (at_end and self.records == 0 and unknown) or len(unknown) > 1000:
-            raise FileRefused("UNKNOWN_ELEMENT", f"Élément trouvé : <{str(unknown[0].tag)[:40]}>.")
+        self.unknown += 1
+        if self.unknown_first is None:
+            self.unknown_first = tag if isinstance(tag, str) else "?"
+
+    def _release(self, element) -> None:
+        """Free a PATIENT (or a finished PASSAGES) and everything already read before it, at
+        every level up to the root, so that a file of any size is read in constant memory and
+        linear time; unknown elements freed on the way are counted."""
+        element.clear(keep_tail=False)
+        node = element
+        while node is not None:
+            parent = node.getparent()
+            if parent is None:
+                break
+            known = _AT_ROOT if parent.getparent() is None else ("PATIENT",)
+            while node.getprevious() is not None:
+                first = parent[0]
+                if first.tag == "PASSAGES":
+                    for child in first:
+                        self._count_unknown(child, ("PATIENT",))
+                else:
+                    self._count_unknown(first, known)
+                del parent[0]
+            node = parent
+
     def _sniff(self, sniffer, chunk: bytes) -> None:
         sniffer.feed(chunk)
         for _event, element in sniffer.read_events():
@@ -203,8 +260,13 @@ class OscourReader:
                     raise FileRefused("HEADER_MISSING")
                 self.records += 1
                 record = _read_record(element, self.records)
-                _release(element)
+                self._release(element)
                 yield record
+            elif element.tag == "PASSAGES":
+                if self.header is not None:
+                    for child in element:
+                        self._count_unknown(child, ("PATIENT",))
+                    self._release(element)
             elif self.header is None and element.getparent() is not None \
                     and element.getparent().getparent() is None:
                 self.header = RawHeader(self.root, {child.tag: _text(child) for child in element
@@ -222,6 +284,8 @@ class OscourReader:
 
     def _syntax_refusal(self, error, stream, at_end: bool = False) -> FileRefused:
         message = (error.msg or "").split(", line")[0]
+        if "huge text node" in message.lower():  # libxml2's limit on one text node (10 MB without huge_tree)
+            return FileRefused("VALUE_TOO_LARGE", f"Ligne {error.lineno}.")
         if self.root is None and "DOCTYPE" in message.upper():
             return FileRefused("DTD_FORBIDDEN")
         # An error on the last line of a started document, with all of it read: the file stops

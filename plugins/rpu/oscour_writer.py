@@ -30,9 +30,9 @@ from rpu.model import OSCOUR_FIELDS, Header, Visit
 
 __all__ = ["EXTENSIONS_BEFORE_GRAVITE", "write_oscour", "xml_escape"]
 
-# Producer extension elements written between MOTIF and GRAVITE; every other extension
-# (ENTREE_UHCD, MODE_SORTIE_UHCD, DESTINATION_UHCD, ORIENT_UHCD, anything unknown) goes after
-# ORIENT. Within each group the order of Visit.extensions (the order read) is kept.
+# Producer extension elements that may be written between MOTIF and GRAVITE (when they were
+# received there); every other extension (ENTREE_UHCD, MODE_SORTIE_UHCD, DESTINATION_UHCD,
+# ORIENT_UHCD, anything unknown) goes after ORIENT. Within each place, the order received is kept.
 EXTENSIONS_BEFORE_GRAVITE = frozenset({"HMED", "CIRCONSTANCE"})
 
 # Visits formatted before one write to the output (about 0.6-1 KB each). Small on purpose:
@@ -165,13 +165,15 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _extensions_xml(ext: dict[str, str]) -> tuple[str, str]:
-    """(elements between MOTIF and GRAVITE, elements after ORIENT)."""
+def _extensions_xml(ext: list) -> tuple[str, str]:
+    """(elements between MOTIF and GRAVITE, elements after ORIENT), from Visit.extensions:
+    [after, name, value] in the order received."""
     before: list[str] = []
     after: list[str] = []
-    for name, value in ext.items():
+    for place, name, value in ext:
         _check_name(name)
-        (before if name in EXTENSIONS_BEFORE_GRAVITE else after).append(f"<{name}>{xml_escape(value)}</{name}>")
+        target = before if place == "MOTIF" and name in EXTENSIONS_BEFORE_GRAVITE else after
+        target.append(f"<{name}>{xml_escape(value)}</{name}>")
     return "".join(before), "".join(after)
 
 
@@ -280,8 +282,8 @@ def write_oscour(out: OutputTarget, header: Header, visits: Iterable[Visit]) -> 
     (``header.root`` is not used). Every PATIENT has the 18 national children in the national
     order, empty ones as ``<X></X>``; NAISSANCE is ``dd/mm/yyyy``, ENTREE/SORTIE
     ``dd/mm/yyyy hh:mm``, EXTRACT ``dd/mm/yyyy hh:mm:ss``. Extension elements are written
-    where producers put them: HMED and CIRCONSTANCE between MOTIF and GRAVITE, all others
-    after ORIENT. Empty DA/ACTE items are left out.
+    in the order and place received: HMED and CIRCONSTANCE received between MOTIF and GRAVITE
+    there, all others after ORIENT. Empty DA/ACTE items are left out.
 
     Raises ValueError for an extension name that is not a plain XML name or that clashes
     with a national element (the reader never produces one).

@@ -72,26 +72,62 @@ def _raise_if_failed(results: list[sends.Send], what: str) -> None:
 
 # --- rpu_invs_daily ----------------------------------------------------------------------------
 
-def invs_build_task() -> dict:
-    region = glue.region()
+def _establishment(finess: str, ordre: int) -> dict:
+    """One item of a per-establishment mapping; ``label`` names its task instance in the UI."""
+    return {"finess": finess, "ordre": ordre, "label": finess if ordre == 0 else f"{finess}/{ordre}"}
+
+
+def _all(results) -> list[dict]:
+    """The mapped builds' results (Airflow's lazy sequence: one request for all, a slice)."""
+    return list(results[:]) if results else []
+
+
+def _not_built(planned: list[dict], results) -> list[str]:
+    """"FINESS/ORDRE" of the planned establishments whose build task left no result (failed)."""
+    done = {(r["finess"], r["ordre"]) for r in results}
+    return [f"{e['finess']}/{e['ordre']}" for e in planned if (e["finess"], e["ordre"]) not in done]
+
+
+def invs_plan_task() -> list[dict]:
+    """The live establishments with files no send carries yet: one build each."""
     with _database() as conn:
         migrate(conn)
-        outcome = invs.build_daily(conn, region.outbox_dir(invs.DESTINATION), timezone=region.timezone)
-    built, errors = outcome.built, outcome.failed
-    for send in built:
+        due = invs.due_establishments(conn)
+    if not due:
+        log.info("Aucun fichier chargé depuis le dernier envoi pour les établissements en production (live).")
+    return [_establishment(d.finess, d.ordre) for d in due]
+
+
+def invs_build_task(establishment: dict) -> dict:
+    """One establishment's daily file, built and journaled (nothing when another run did it)."""
+    region = glue.region()
+    with _database() as conn:
+        send = invs.build_establishment(conn, establishment["finess"], establishment["ordre"],
+                                        region.outbox_dir(invs.DESTINATION), timezone=region.timezone)
+    if send is None:
+        log.info("%s : plus rien à envoyer (construit entre-temps par une autre exécution).", establishment["label"])
+    else:
         log.info("Construit : %s (%s passages, %s → %s)", send.file_name, send.visit_count, send.period_start,
                  send.period_end)
-    if not built and not errors:
-        log.info("Aucun fichier chargé depuis le dernier envoi pour les établissements en production (live).")
-    return {"built": [_send_summary(send) for send in built], "errors": errors}
+    return {"finess": establishment["finess"], "ordre": establishment["ordre"],
+            "send": _send_summary(send) if send else None}
+
+
+def invs_builds(planned: list[dict] | None, results) -> dict | None:
+    """What ``build_sends`` used to return, from the plan and the per-establishment builds:
+    None when the plan itself failed."""
+    if planned is None:
+        return None
+    results = _all(results)
+    return {"built": [r["send"] for r in results if r["send"]], "errors": _not_built(planned, results)}
 
 
 def invs_deliver_task(build: dict | None = None) -> dict:
-    """Deliver every pending invs send; also when build_sends failed (``build`` is then None):
-    the sends of earlier days still go. Then remove the local copies delivered a week ago."""
+    """Deliver every pending invs send; also when an establishment's build failed (listed in
+    ``build["errors"]``) or the plan did (``build`` is None): the sends of earlier days still go. Then remove the local copies delivered a week ago."""
     region = glue.region()
-    if build is None:  # build_sends failed (this task runs anyway, see the DAG)
-        not_built = "build_sends a échoué (voir son journal)"
+    if build is None:  # plan_sends failed (this task runs anyway, see the DAG)
+        not_built = "plan_sends a échoué (voir son journal)"
     elif build.get("errors"):
         not_built = "fichier InVS non construit pour : " + ", ".join(build["errors"])
     else:
@@ -136,26 +172,46 @@ def atih_plan_task() -> dict:
     return {"year": plan.year, "month": plan.month, "forced": plan.forced}
 
 
-def atih_build_task(plan: dict) -> dict:
+def atih_establishments_task() -> list[dict]:
+    """The live establishments: one build each."""
+    with _database() as conn:
+        migrate(conn)
+        return [_establishment(finess, ordre) for finess, ordre in atih.live_establishments(conn)]
+
+
+def atih_build_task(plan: dict, establishment: dict) -> dict:
+    """One establishment's cumulative SYRIUS zip for the month, built and journaled."""
     region = glue.region()
     if region.codegeo_csv is None:
         raise AirflowFailException("La région n'a pas de table CP → CODEGEO : renseignez [paths] codegeo_csv "
                                    "dans son fichier de configuration.")
     codegeo = CodegeoTable.load(region.codegeo_csv)
     month = atih.MonthPlan(**plan)
+    finess, ordre = establishment["finess"], establishment["ordre"]
     with _database() as conn:
-        migrate(conn)
-        outcome = atih.build_monthly(conn, month, codegeo, region.outbox_dir(atih.DESTINATION),
-                                     timezone=region.timezone)
-    for send in outcome.built:
+        kind, send = atih.build_establishment(conn, month, finess, ordre, codegeo,
+                                              region.outbox_dir(atih.DESTINATION), timezone=region.timezone)
+    if kind == atih.BUILT:
         log.info("Construit : %s (%s RPU)", send.file_name, send.visit_count)
-    for finess, ordre in outcome.without_data:
+    elif kind == atih.WITHOUT_DATA:
         log.info("%s/%s : aucun passage du 01/01 à la fin du mois, pas de fichier.", finess, ordre)
+    else:
+        log.info("%s/%s : mois %s déjà envoyé ou en attente d'envoi.", finess, ordre, month.label)
+    return {"finess": finess, "ordre": ordre, "outcome": kind, "send": _send_summary(send) if send else None}
+
+
+def atih_builds(planned: list[dict] | None, results) -> dict | None:
+    """What ``build_files`` used to return, from the list of establishments and their builds:
+    None when the list itself failed."""
+    if planned is None:
+        return None
+    results = _all(results)
     return {
-        "built": [_send_summary(send) for send in outcome.built],
-        "without_data": [f"{f}/{o}" for f, o in outcome.without_data],
-        "already_journaled": [f"{f}/{o}" for f, o in outcome.already_journaled],
-        "errors": outcome.errors,
+        "built": [r["send"] for r in results if r["outcome"] == atih.BUILT],
+        "without_data": [f"{r['finess']}/{r['ordre']}" for r in results if r["outcome"] == atih.WITHOUT_DATA],
+        "already_journaled": [f"{r['finess']}/{r['ordre']}" for r in results
+                              if r["outcome"] == atih.ALREADY_JOURNALED],
+        "errors": _not_built(planned, results),
     }
 
 
@@ -164,8 +220,8 @@ def atih_deliver_task(build: dict | None = None) -> dict:
     with _database() as conn:
         try:
             if not sends.pending(conn, atih.DESTINATION):
-                if build is None:  # build_files failed (this task runs anyway, see the DAG)
-                    raise RuntimeError("Rien à envoyer : build_files a échoué (voir son journal).")
+                if build is None:  # the list of establishments failed (this task runs anyway, see the DAG)
+                    raise RuntimeError("Rien à envoyer : list_establishments a échoué (voir son journal).")
                 if build.get("errors"):
                     raise RuntimeError("Fichier ATIH non construit pour : " + ", ".join(build["errors"]))
                 raise AirflowSkipException("Rien à envoyer à l'ATIH.")
@@ -197,9 +253,9 @@ def atih_reconcile_task(plan: dict, build: dict | None = None) -> dict:
         reconciliation = atih.write_reconciliation(conn, month, region.exports_base / "rapprochement_atih",
                                                    timezone=region.timezone)
     subject, body = atih.summary_text(month, reconciliation.rows, region.name)
-    errors = list(build["errors"]) if build is not None else ["build_files en échec"]
+    errors = list(build["errors"]) if build is not None else ["list_establishments en échec"]
     if errors:
-        body += "\nNon construit (voir le journal de la tâche build_files) : " + ", ".join(errors) + "\n"
+        body += "\nNon construit (voir le journal de l'instance build_file de chacun) : " + ", ".join(errors) + "\n"
     glue.send_mail(list(region.operator_emails), subject, body, [reconciliation.month_csv, reconciliation.year_csv])
     of_month = [r for r in reconciliation.rows if r["month"] == month.month]
     refused = [f"{r['finess']}/{r['ordre']} ({r['status']})" for r in of_month if r["status"] != "sent"]

@@ -18,6 +18,7 @@ from datetime import time
 from pathlib import Path
 
 from rpu import finess as finess_rules
+from rpu.model import Limits, VolumeGuard
 
 STATUSES = ("onboarding", "parallel", "live", "inactive")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -58,6 +59,11 @@ class Region:
     codegeo_csv: Path | None = None
     exports_dir: Path | None = None
     airflow_url: str = "http://localhost:8080"
+    volume_guard: VolumeGuard = VolumeGuard()
+    limits: Limits = Limits()
+    max_file_bytes: int = 200 << 20  # [intake] max_file_mb
+    settle_seconds: int = 600  # [intake] settle_seconds: a file unchanged this long is complete
+    keep_replaced_days: int = 35  # [intake] keep_replaced_days: replaced visits kept for a revoke
     extra: dict = field(default_factory=dict)
 
     @property
@@ -111,6 +117,7 @@ def parse(data: dict, path: Path | None = None) -> Region:
     schedule = data.get("schedule") or {}
     paths = data.get("paths") or {}
     atih = data.get("atih") or {}
+    intake = data.get("intake") or {}
     errors: list[str] = []
 
     def need(section: dict, key: str, section_name: str):
@@ -153,7 +160,15 @@ def parse(data: dict, path: Path | None = None) -> Region:
             codegeo_csv=(base / paths["codegeo_csv"]) if paths.get("codegeo_csv") else None,
             exports_dir=(base / paths["exports_dir"]) if paths.get("exports_dir") else None,
             airflow_url=region.get("airflow_url", "http://localhost:8080"),
-            extra={k: v for k, v in data.items() if k not in ("region", "schedule", "paths", "atih", "establishment")},
+            volume_guard=_volume_guard(intake, errors),
+            limits=Limits(lock_seconds=_seconds(intake, "lock_seconds", 300, errors),
+                          statement_seconds=_seconds(intake, "statement_seconds", 1800, errors),
+                          read_seconds=_seconds(intake, "read_seconds", 1800, errors)),
+            max_file_bytes=_seconds(intake, "max_file_mb", 200, errors) << 20,
+            settle_seconds=_seconds(intake, "settle_seconds", 600, errors),
+            keep_replaced_days=_seconds(intake, "keep_replaced_days", 35, errors),
+            extra={k: v for k, v in data.items()
+                   if k not in ("region", "schedule", "paths", "atih", "intake", "establishment")},
         )
     except (TypeError, ValueError) as error:
         errors.append(str(error))
@@ -162,6 +177,28 @@ def parse(data: dict, path: Path | None = None) -> Region:
     if errors:
         raise RegionConfigError(f"{where} : " + " ; ".join(errors))
     return result
+
+
+def _volume_guard(intake: dict, errors: list[str]) -> VolumeGuard:
+    """``[intake]``: when a file is held for the ORU rather than applied (see rpu.model)."""
+    emptied = intake.get("hold_when_day_emptied", True)
+    drop = intake.get("hold_when_drop_over", 0.5)
+    if not isinstance(emptied, bool):
+        errors.append("[intake] hold_when_day_emptied doit valoir true ou false")
+        emptied = True
+    if isinstance(drop, bool) or not isinstance(drop, int | float) or not 0 < drop <= 1:
+        errors.append("[intake] hold_when_drop_over doit être une part entre 0 (exclu) et 1, par exemple 0.5")
+        drop = 0.5
+    return VolumeGuard(hold_when_day_emptied=emptied, hold_when_drop_over=float(drop))
+
+
+def _seconds(section: dict, key: str, default: int, errors: list[str]) -> int:
+    """A positive whole number of ``[intake]`` (seconds, megabytes or days)."""
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        errors.append(f"[intake] {key} doit être un entier positif")
+        return default
+    return value
 
 
 def _emails(value, where: str, errors: list[str]) -> tuple[str, ...]:

@@ -21,14 +21,17 @@ def _date(value) -> str:
     return value.strftime("%d/%m/%Y") if value else "?"
 
 
-def format_report(report: FileReport, *, outcome: str | None = None) -> str:
+def format_report(report: FileReport, *, outcome: str | None = None, applied: str | None = None) -> str:
     """``outcome`` is the concentrator's decision when the file went through the loader
-    (e.g. "chargé", "doublon"); without it the report only says accepted or rejected."""
+    (e.g. "chargé", "doublon"); without it the report only says accepted or rejected.
+    ``applied`` says which days the file supplied and which a newer file did."""
     header = report.header
     lines = [f"Rapport de contrôle du fichier RPU : {report.file}", ""]
     verdict = "REJETÉ : aucun passage de ce fichier n'a été pris en compte." if report.rejected else (
         "ACCEPTÉ" + (f" ({outcome})" if outcome else ""))
     lines.append(f"Verdict : {verdict}")
+    if applied:
+        lines.append(f"Jours appliqués : {applied}")
     if header:
         lines.append(f"Établissement : FINESS {header.finess or '?'}, ORDRE {header.ordre if header.ordre is not None else '?'}")
         lines.append(f"Période déclarée : du {_date(header.period_start)} au {_date(header.period_end)}")

@@ -2,31 +2,33 @@
 the region: the demo (``rpu demo start``) and the compose stack (``AIRFLOW_PARALLELISM`` in the
 region's ``.env``, written by ``rpu region init``) use the same rule.
 
-With the LocalExecutor each slot is a worker process that stays up (40 to 60 MiB once it has run
-a task): Airflow's default of 32 slots costs a laptop more than a gigabyte for nothing, since at
-most a handful of our tasks can run at once. Six DAGs, one run at a time each, one task at a time
-in each: the ingest every 15 minutes, and in the morning the daily sends, the ARS export, the
-monthly ATIH flow and the absence monitor (whose wait for the cut-off is a sensor in reschedule
-mode: it holds no slot while it waits). In a small region each of them takes seconds, so they
-rarely overlap: 2 slots (the ingest and one other flow; a third waits a few seconds in the
-queue). In a large one (more than 30 establishments) the night's ingest and the morning flows
-last minutes and do overlap: up to 6. Our tasks wait on PostgreSQL and SFTP as much as they
-compute, so two slots per core, never fewer than 2.
+With the LocalExecutor each slot is a worker process that stays up (about 60 MiB once it has run
+a task): Airflow's default of 32 slots costs a laptop more than a gigabyte for nothing. What can
+usefully run at once in this package:
+
+- the per-establishment tasks (the ``load`` of ``rpu_ingest``, the builds of ``rpu_invs_daily``
+  and ``rpu_atih_monthly``, mapped one per establishment) take a slot of the pool ``rpu_db``,
+  as many as the machine has cores (``RPU_DB_POOL_SLOTS``), and never more than there are
+  establishments;
+- plus one slot for everything else: the listing and summary tasks around them, the ARS export,
+  the absence monitor (whose wait for the cut-off is a sensor in reschedule mode: it holds no
+  slot while it waits), a replay the ARS asked for.
+
+More slots than that would only be idle workers; never fewer than 2 (a load and one other task).
 """
 
 from __future__ import annotations
 
 import os
 
-SMALL_REGION = 30        # establishments
-SLOTS_SMALL_REGION = 2
-SLOTS_LARGE_REGION = 6   # every flow of the package at once
-SLOTS_PER_CORE = 2
-MIN_SLOTS = 2            # the ingest and one other flow
+OTHER_TASKS = 1   # one slot beside the pool's: listing, summary, export, monitor, replay
+MIN_SLOTS = 2
 
 
-def airflow_parallelism(cores: int | None = None, establishments: int = 0) -> int:
-    """Task slots for one region's Airflow: ``[core] parallelism`` (LocalExecutor workers)."""
+def airflow_parallelism(cores: int | None = None, establishments: int = 0, db_pool_slots: int | None = None) -> int:
+    """Task slots for one region's Airflow: ``[core] parallelism`` (LocalExecutor workers).
+    ``establishments`` 0: not known yet (a new region), the pool's size counts alone."""
     cores = cores or os.cpu_count() or 1
-    overlapping = SLOTS_SMALL_REGION if establishments <= SMALL_REGION else SLOTS_LARGE_REGION
-    return max(MIN_SLOTS, min(overlapping, SLOTS_PER_CORE * cores))
+    pool = db_pool_slots or cores
+    per_establishment = min(pool, establishments) if establishments else pool
+    return max(MIN_SLOTS, per_establishment + OTHER_TASKS)

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime
 from operator import attrgetter
 
+from rpu import schemas
 from rpu.model import Header, Visit
 from rpu.oscour_writer import (
     _DAY_CACHE,
@@ -182,11 +183,20 @@ def syrius_entry_name(finess: str | None, ordre: int | str | None, when: datetim
 _NUM = [str(i) for i in range(400)]
 
 
+XS_INT_MAX = 2**31 - 1
+
+
 def int_text(value: str | None) -> str:
-    """An always-present integer element: the value as a plain integer, ``0`` when unknown
-    or not an integer (``05`` → ``5``, ``x``/``-1``/``1.5`` → ``0``)."""
+    """An always-present integer element: the value as a plain integer, ``0`` (unknown, what
+    ATIH's reference implementation writes for a missing value) when unknown, not an integer
+    or beyond ``xs:int`` (``05`` → ``5``; ``x``, ``-1``, ``1.5``, ``999999999999`` → ``0``).
+    The value received stays in the regional database, flagged by validation."""
     s = str(value).strip() if value is not None else ""
-    return str(int(s)) if s.isascii() and s.isdigit() else "0"
+    if s.isascii() and s.isdigit():
+        number = int(s)
+        if number <= XS_INT_MAX:
+            return str(number)
+    return "0"
 
 
 _SYRIUS_TEXT = attrgetter(
@@ -270,10 +280,11 @@ def write_syrius_zip(
     """Write the SYRIUS zip: one deflated entry ``syrius_entry_name(FINESS, ORDRE, when)``,
     the XML streamed into it. Returns (entry name, PATIENT count).
 
-    The zip is written to a temporary file next to ``zip_path``, owner-only (0o600), and
-    renamed onto it once complete and synced, so ``zip_path`` is never seen half-written; an
-    existing file there is replaced. On error the temporary file is removed and the error
-    raised. ``compresslevel`` is zlib's: 1 by default, about four times faster than 6 on this
+    The zip is written to a temporary file next to ``zip_path``, owner-only (0o600), checked
+    against ATIH's schema (``rpu.schemas``: a file without PATIENT, among others, is refused
+    with ``InvalidOutput``), and renamed onto it once complete and synced, so ``zip_path`` is
+    never seen half-written nor invalid; an existing file there is replaced. On error the
+    temporary file is removed and the error raised. ``compresslevel`` is zlib's: 1 by default, about four times faster than 6 on this
     XML (~0.7 µs a visit) for a zip roughly a third larger.
     """
     name = syrius_entry_name(header.finess, header.ordre, when)
@@ -288,6 +299,7 @@ def write_syrius_zip(
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
+        schemas.check_syrius_zip(tmp)
         os.replace(tmp, target)
     except BaseException:
         try:

@@ -35,6 +35,17 @@ from rpu.rules import FILE, Finding
 # finding callback (the loader's) receives every one of them.
 MAX_KEPT_FINDINGS = 10_000
 MAX_STAY = timedelta(hours=72)
+# The longest period a file may declare (DATEDEBUT to DATEFIN, or to EXTRACT): a daily file
+# covers 7 days; a catch-up may cover months; a century is a typing error that would erase.
+MAX_PERIOD_DAYS = 366
+# Header dates outside these years are typing errors (and 9999 would overflow date arithmetic).
+MIN_YEAR, MAX_YEAR = 1990, 2100
+_YEARS = f"Année attendue entre {MIN_YEAR} et {MAX_YEAR}."
+# An EXTRACT may be this much later than the file's reception (clocks differ a little).
+CLOCK_TOLERANCE = timedelta(hours=2)
+# Extension elements that producers write between MOTIF and GRAVITE; every other one goes after
+# ORIENT (the OSCOUR schema in include/xsd allows them nowhere else).
+EXTENSIONS_AFTER_MOTIF = frozenset({"HMED", "CIRCONSTANCE"})
 _CODE_FIELDS = ("SEXE", "MODE_ENTREE", "PROVENANCE", "TRANSPORT", "TRANSPORT_PEC", "GRAVITE",
                 "MODE_SORTIE", "DESTINATION", "ORIENT")
 
@@ -54,6 +65,8 @@ class FileReport:
     on_finding: Callable[[Finding], None] | None = field(default=None, repr=False)
     first_entree: datetime | None = None
     last_entree: datetime | None = None
+    # Kept visits per ENTREE day: what the file brings for each day (the loader's authority).
+    visits_per_day: Counter = field(default_factory=Counter)
 
     @property
     def rejected(self) -> bool:
@@ -131,7 +144,12 @@ def age_in_years(birth: date, on: date) -> int:
 
 # --- the header ------------------------------------------------------------------------------
 
-def check_header(raw: RawHeader, report: FileReport) -> Header:
+def _plausible(value: date | datetime | None) -> bool:
+    """A header date within the years an RPU can carry (a year 9999 would overflow day arithmetic)."""
+    return value is None or MIN_YEAR <= value.year <= MAX_YEAR
+
+
+def check_header(raw: RawHeader, report: FileReport, received_at: datetime | None = None) -> Header:
     fields = {k: " ".join(v.split()) for k, v in raw.fields.items()}
     header = Header(root=raw.root)
     finess = fields.get("FINESS", "").upper()
@@ -146,7 +164,7 @@ def check_header(raw: RawHeader, report: FileReport) -> Header:
     ordre = fields.get("ORDRE", "")
     if ordre == "":
         header.ordre = 0  # absent in some producers' files; 0 is the norm
-    elif ordre.isdigit() and int(ordre) < 1000:
+    elif ordre.isascii() and ordre.isdigit() and int(ordre) < 1000:
         header.ordre = int(ordre)
     else:
         report.add(Finding("ORDRE_INVALID", field="ORDRE", value=ordre))
@@ -156,21 +174,46 @@ def check_header(raw: RawHeader, report: FileReport) -> Header:
     except ValueError:
         try:  # some producers send the extraction day alone
             header.extract = datetime.combine(parse_date(fields.get("EXTRACT", "")), datetime.min.time())
+            header.extract_day_only = True
         except ValueError:
             report.add(Finding("EXTRACT_INVALID", field="EXTRACT", value=fields.get("EXTRACT")))
+    if not _plausible(header.extract):
+        report.add(Finding("EXTRACT_INVALID", field="EXTRACT", value=fields.get("EXTRACT"), detail=_YEARS))
+        header.extract = None
+    elif header.extract and received_at and header.extract > received_at + CLOCK_TOLERANCE:
+        report.add(Finding("EXTRACT_IN_FUTURE", field="EXTRACT", value=fields.get("EXTRACT"),
+                           detail=f"Fichier reçu le {received_at:%d/%m/%Y à %H:%M}."))
     try:
         header.period_start = parse_date(fields.get("DATEDEBUT", ""))
     except ValueError:
         report.add(Finding("DATEDEBUT_INVALID", field="DATEDEBUT", value=fields.get("DATEDEBUT")))
+    if not _plausible(header.period_start):
+        report.add(Finding("DATEDEBUT_INVALID", field="DATEDEBUT", value=fields.get("DATEDEBUT"), detail=_YEARS))
+        header.period_start = None
     datefin = fields.get("DATEFIN", "")
     if datefin:
         try:
             header.period_end = parse_date(datefin)
         except ValueError:
             report.add(Finding("DATEFIN_INVALID", field="DATEFIN", value=datefin))
+        if not _plausible(header.period_end):
+            report.add(Finding("DATEFIN_INVALID", field="DATEFIN", value=datefin, detail=_YEARS))
+            header.period_end = None
     if header.period_start and header.period_end and header.period_end < header.period_start:
         report.add(Finding("PERIOD_REVERSED", field="DATEFIN", value=datefin,
                            detail=f"Période déclarée : {fields.get('DATEDEBUT')} → {datefin}."))
+    elif header.period_end is None and header.period_start and header.extract and not report.rejected:
+        # An empty DATEFIN: the file runs to its extraction date, never to an ENTREE it holds.
+        if header.extract.date() < header.period_start:
+            report.add(Finding("PERIOD_REVERSED", field="DATEFIN", value="",
+                               detail=f"DATEFIN est vide et l'extraction ({fields.get('EXTRACT')}) précède "
+                                      f"DATEDEBUT ({fields.get('DATEDEBUT')})."))
+        else:
+            header.period_end = header.extract.date()
+    if header.period_start and header.period_end and not report.rejected \
+            and (header.period_end - header.period_start).days + 1 > MAX_PERIOD_DAYS:
+        report.add(Finding("PERIOD_TOO_LONG", field="DATEFIN", value=datefin,
+                           detail=f"Période : du {header.period_start:%d/%m/%Y} au {header.period_end:%d/%m/%Y}."))
     return header
 
 
@@ -183,6 +226,8 @@ class _VisitChecker:
         self.header = header
         self.report = report
         self.first_day, self.last_day = header.period_start, header.period_end
+        self.extracted_by = header.extracted_by
+        self.visits_per_day = report.visits_per_day
 
     def check(self, raw: RawRecord) -> Visit | None:
         fields = raw.fields
@@ -194,6 +239,10 @@ class _VisitChecker:
             entree = parse_datetime(entree_text)
         except ValueError:
             self._reject(raw, "ENTREE_INVALID", entree_text)
+            return None
+
+        if self.extracted_by is not None and entree > self.extracted_by:
+            self._reject(raw, "ENTREE_AFTER_EXTRACT", entree_text)
             return None
 
         findings: list[Finding] = []
@@ -278,14 +327,31 @@ class _VisitChecker:
             flag("ENTREE_OUTSIDE_PERIOD", "ENTREE", entree_text)
 
         if raw.extensions:
-            visit.extensions = {k: " ".join(v.split()) for k, v in raw.extensions.items()}
+            visit.extensions = self._extensions(raw.extensions, flag)
         self._count_entree(entree)
+        self.visits_per_day[day] += 1
         if findings:
             self.report.flagged_records += 1
             visit.flags = sorted({f.rule for f in findings})
             for finding in findings:
                 self.report.add(finding)
         return visit
+
+    @staticmethod
+    def _extensions(received: list, flag) -> list[list[str]]:
+        """[after, name, value] in the order received; ``after`` is MOTIF for HMED and
+        CIRCONSTANCE received between MOTIF and GRAVITE, ORIENT for the rest. One received
+        anywhere else is flagged and carried after ORIENT."""
+        extensions = []
+        for after, name, value in received:
+            if after == "MOTIF" and name in EXTENSIONS_AFTER_MOTIF:
+                slot = "MOTIF"
+            else:
+                slot = "ORIENT"
+                if after != "ORIENT":
+                    flag("EXTENSION_MOVED", name, None, f"Reçu après {after or 'le début du passage'}.")
+            extensions.append([slot, name, " ".join(value.split())])
+        return extensions
 
     @staticmethod
     def _check_coherence(codes: dict, flag) -> None:
@@ -333,48 +399,46 @@ VisitSink = Callable[[Visit, Header], None]
 
 
 def inspect_file(source, name: str | None = None, on_visit: VisitSink | None = None,
-                 on_finding: Callable[[Finding], None] | None = None, roots: tuple[str, ...] = ("OSCOUR",)
-                 ) -> FileReport:
+                 on_finding: Callable[[Finding], None] | None = None, roots: tuple[str, ...] = ("OSCOUR",),
+                 received_at: datetime | None = None, deadline: float | None = None) -> FileReport:
     """Read and validate one file in a single streaming pass.
 
     ``on_visit`` receives every kept visit (not the rejected ones) with the file's header, in file
     order, while the
     file is read; when the report ends up ``rejected`` the caller must discard what it received
     (the loader does so by rolling back). ``roots``: the accepted envelopes (received files are
-    OSCOUR; reading back a SYRIUS file we wrote passes ``("SYRIUS",)``)."""
+    OSCOUR; reading back a SYRIUS file we wrote passes ``("SYRIUS",)``). ``received_at`` (local
+    time): an EXTRACT later than it is refused. ``deadline`` (``time.monotonic()``): past it, the
+    file is refused (``FILE_TOO_SLOW``)."""
     report = FileReport(file=name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<flux>"),
                         on_finding=on_finding)
-    reader = OscourReader(source, roots)
+    reader = OscourReader(source, roots, deadline=deadline)
     checker: _VisitChecker | None = None
     try:
         for raw in reader:
             if checker is None:
-                checker = _start(reader, report)
+                checker = _start(reader, report, received_at)
             if checker is _SKIP:
                 continue  # the header is fatal: only count the records
             visit = checker.check(raw)
             if visit is not None and on_visit is not None:
                 on_visit(visit, report.header)
         if checker is None and reader.header is not None:
-            checker = _start(reader, report)
+            checker = _start(reader, report, received_at)
         report.records = reader.records
         if reader.header is None:
             report.add(Finding("HEADER_MISSING"))
     except FileRefused as refusal:
         report.records = reader.records
         report.add(Finding(refusal.rule, detail=refusal.detail))
-    if report.header and report.header.period_end is None and report.header.period_start and not report.rejected:
-        # An empty DATEFIN: the period ends on the last ENTREE date (or DATEDEBUT without any).
-        last = report.last_entree.date() if report.last_entree else report.header.period_start
-        report.header.period_end = max(last, report.header.period_start)
     return report
 
 
 _SKIP = object()
 
 
-def _start(reader: OscourReader, report: FileReport):
-    report.header = check_header(reader.header, report)
+def _start(reader: OscourReader, report: FileReport, received_at: datetime | None):
+    report.header = check_header(reader.header, report, received_at)
     return _SKIP if report.rejected else _VisitChecker(report.header, report)
 
 

@@ -3,6 +3,7 @@
 -- or built/failed and still to be delivered, carries its covers_files; a cancelled one
 -- carries nothing. Files loaded before the switch to live were forwarded by the older
 -- concentrator (status parallel) and are never sent from here.
+-- Parameters finess and ordre: that establishment only; finess NULL: every one.
 SELECT e.finess,
        e.ordre,
        array_agg(r.id ORDER BY r.id) AS file_ids,
@@ -12,6 +13,7 @@ FROM establishment e
 JOIN received_file r
   ON r.finess = e.finess AND r.ordre = e.ordre AND r.status = 'loaded'
 WHERE e.status = 'live'
+  AND (%(finess)s::text IS NULL OR (e.finess = %(finess)s::text AND e.ordre = %(ordre)s::int))
   AND r.processed_at >= coalesce(
         (SELECT max(c.changed_at)
          FROM establishment_status_change c
