@@ -12,51 +12,58 @@ renvoyé un fichier couvrant cette période, l'envoi quotidien (`rpu_invs_daily`
 lendemain matin et l'épisode se clôt de lui-même : la reprise sert à l'envoyer **sans attendre**,
 ou quand Santé publique France redemande une période.
 
-#### Faire une reprise depuis l'interface Airflow (ARS)
+#### Pour l'ARS : demander une reprise
 
-1. **Avant tout**, l'établissement doit avoir déposé un fichier couvrant la période (DATEDEBUT et
-   DATEFIN) et ce fichier doit avoir été chargé (`rpu_ingest`, rapport dans `<FINESS>/traites/`).
-   Sans données dans la base régionale, la reprise est refusée.
-2. Ouvrez ce DAG (`rpu_invs_replay`) et cliquez sur **Trigger** (« Déclencher ») : le formulaire
-   s'ouvre.
-3. Remplissez :
-   - **finess** : les 9 caractères du FINESS géographique, tel que dans l'e-mail (ex. `670780691`) ;
-   - **ordre** : laissez `0` sauf indication contraire dans l'e-mail ;
-   - **start** / **end** : premier et dernier jour à renvoyer (dates d'entrée des passages), avec le
-     sélecteur de date ; `end` doit être antérieur à aujourd'hui, 366 jours au plus ;
-   - **reason** : le motif, qui sera inscrit au journal (ex. « absence d'envoi du 02/03 au 12/03 ») ;
-   - **dry_run** : **laissez coché** la première fois.
-4. Cliquez sur **Trigger**. Simulation : rien n'est envoyé ; ouvrez l'exécution, tâche
-   `build_file`, onglet **Logs** (ou **XCom**) : nombre de passages jour par jour. Vérifiez qu'aucun
-   jour n'est anormalement vide.
-5. Recommencez avec **dry_run décoché** : le fichier est construit, journalisé puis déposé sur le
-   serveur de Santé publique France (`deliver`), et l'épisode d'absence correspondant est clos
-   (« replayed »).
+1. **Avant tout**, l'établissement doit avoir déposé un fichier couvrant la période, et ce fichier
+   doit avoir été chargé (rapport dans son dossier `traites/`). Sans données dans la base
+   régionale, la reprise est refusée.
+2. Sur cette page, bouton **Déclencher** (*Trigger* si votre navigateur est en anglais) : le
+   formulaire s'ouvre (la partie « Run Parameters » est le formulaire de la reprise ; laissez la
+   « Date logique » telle quelle).
+3. Remplissez, avec les valeurs de l'e-mail « Reprise nécessaire » :
+   - **FINESS géographique** : les 9 caractères (ex. `670780691`) ;
+   - **ORDRE** : laissez `0` sauf indication contraire dans l'e-mail ;
+   - **Premier jour à renvoyer** / **Dernier jour à renvoyer** : dates d'entrée des passages,
+     avec le sélecteur de date ; le dernier jour est antérieur à aujourd'hui, 366 jours au plus ;
+   - **Simulation (rien n'est envoyé)** : **laissez coché** la première fois ;
+   - **Motif** : inscrit au journal des envois (ex. « absence d'envoi du 02/03 au 12/03 »).
+4. Bouton **Déclencher** en bas du formulaire. L'exécution apparaît dans l'onglet **Runs**.
+   Simulation : ouvrez-la, tâche `build_file` : son journal (**Logs**) et son résultat (**XCom**,
+   `per_day`) donnent le nombre de passages jour par jour. Vérifiez qu'aucun jour n'est
+   anormalement vide ; la tâche `deliver` est « skipped » : rien n'a été envoyé.
+5. **Déclenchez de nouveau** avec les mêmes valeurs et **Simulation décochée** : le fichier est
+   construit, journalisé puis déposé chez Santé publique France (`deliver` en vert), et l'épisode
+   d'absence correspondant est clos.
 
-Le même déclenchement en JSON (options avancées du formulaire, ou `airflow dags trigger -c`) :
-`{"finess": "670780691", "ordre": 0, "start": "2026-03-02", "end": "2026-03-05", "dry_run": true,
-"reason": "absence d'envoi du 03/03 au 12/03"}`
+**Si la reprise est refusée**, la tâche `check_request` est rouge et son journal (**Logs**, ou
+**XCom** `refus`) dit pourquoi, en français : clé de contrôle du FINESS fausse (une faute de
+frappe ?), établissement inconnu du registre ou pas en production (en parallèle, c'est l'ancien
+concentrateur qui transmet), fin avant le début ou pas antérieure à aujourd'hui, période de plus
+de 366 jours, jours que la base régionale n'a pas (l'établissement doit d'abord envoyer ses
+fichiers). Corrigez le formulaire et **déclenchez de nouveau** : un refus n'est pas une panne, il
+n'alerte personne ; l'ORU le voit dans son bilan quotidien. Le formulaire lui-même refuse de partir
+avec un FINESS qui n'a pas 9 caractères, une date invalide ou un motif de moins de 5 caractères.
 
-#### Ce qui est refusé, et pourquoi
+Si une tâche `build_file` ou `deliver` est rouge, ne redéclenchez pas : l'ORU a reçu une alerte et
+s'en occupe (ci-dessous).
 
-- **Avant l'exécution** (le formulaire ne part pas) : FINESS qui n'a pas 9 caractères, date
-  invalide, motif absent ou de moins de 5 caractères.
-- **Tâche `check_request` en échec** (rouge, sans nouvel essai ; le message est dans le journal de
-  la tâche) : clé de contrôle du FINESS fausse, établissement inconnu du registre ou pas en
-  production (en parallèle, l'ancien concentrateur transmet encore), fin avant le début, fin qui
-  n'est pas antérieure à aujourd'hui, période de plus de 366 jours, jours que la base régionale
-  n'a pas (« l'établissement doit d'abord envoyer ses fichiers pour cette période »).
-
-#### En cas d'échec
+#### Pour l'ORU (opérateur) : les pannes
 
 - **`deliver` en échec** (serveur de Santé publique France injoignable) : le fichier construit est
   gardé et l'envoi reste au journal en « failed », avec la cause (`send.remote_answer`) ; la tâche
-  réessaie, puis l'ORU reçoit un e-mail. Relancer la tâche (*Clear*) renvoie **le même fichier**, sans
-  le reconstruire ; l'envoi quotidien (`rpu_invs_daily`) reprend aussi les envois en attente. Un même
-  envoi n'est jamais déposé deux fois, même si les deux partent au même moment. Ne redéclenchez pas
-  une nouvelle reprise.
-- **`build_file` en échec** : base injoignable, ou données modifiées pendant la construction (un
-  fichier chargé au même moment) ; relancez la tâche.
+  réessaie, puis l'ORU reçoit un e-mail. Relancer la tâche (*Clear*) renvoie **le même fichier**,
+  sans le reconstruire ; l'envoi quotidien (`rpu_invs_daily`) reprend aussi les envois en attente.
+  Un même envoi n'est jamais déposé deux fois, même si les deux partent au même moment. Ne
+  déclenchez pas une nouvelle reprise.
+- **`build_file` ou `check_request` en échec avec un e-mail** : base régionale injoignable, ou
+  données modifiées pendant la construction (un fichier chargé au même moment) ; relancez la tâche
+  (*Clear*) une fois la cause réglée.
+- Les refus (ci-dessus) n'envoient pas d'e-mail : ils sont listés une fois dans le bilan quotidien
+  (`rpu_absence_monitor`), avec qui a demandé quoi et la réponse donnée.
+
+Le même déclenchement en JSON (`airflow dags trigger -c`, ou l'API REST) :
+`{"finess": "670780691", "ordre": 0, "start": "2026-03-02", "end": "2026-03-05", "dry_run": true,
+"reason": "absence d'envoi du 03/03 au 12/03"}`
 """
 
 from __future__ import annotations
@@ -100,11 +107,10 @@ FINESS_PATTERN = r"^(?:[0-9]{2}|2[AB])[0-9]{7}$"
 )
 def rpu_invs_replay():
     @task
-    def check_request(params=None, dag_run=None) -> dict:
-        """The params, checked against the registry and the regional database (French refusal)."""
+    def check_request(params=None, dag_run=None, ti=None) -> dict:
+        """The params, checked against the registry and the regional database. A refusal is the
+        ARS's answer (French, on the run: log and XCom « refus »), not an incident: no e-mail."""
         from zoneinfo import ZoneInfo
-
-        from airflow.sdk.exceptions import AirflowFailException
 
         from rpu import airflow_glue as glue
         from rpu import replay
@@ -120,7 +126,9 @@ def rpu_invs_replay():
                     requested_by=requested_by, today=datetime.now(ZoneInfo(region.timezone)).date(),
                     tz=region.timezone)
             except replay.ReplayRefused as refusal:
-                raise AirflowFailException(str(refusal)) from None  # a retry would not change the answer
+                replay.record_refusal(conn, str(refusal), requested_by=requested_by,
+                                      run_id=getattr(dag_run, "run_id", None), params=dict(params))
+                glue.refuse(str(refusal), ti)
         return request.as_dict()
 
     @task
@@ -160,8 +168,8 @@ def rpu_invs_replay():
         from rpu import replay
 
         if built["dry_run"]:
-            raise AirflowSkipException(f"Simulation : rien n'est envoyé ({built['visits']} passages). "
-                                       "Relancez avec dry_run décoché pour l'envoi réel.")
+            raise AirflowSkipException(f"Simulation : rien n'est envoyé ({built['visits']} passages). Pour l'envoi "
+                                       "réel, déclenchez de nouveau avec « Simulation » décochée.")
         with glue.database() as conn:
             # The SFTP server down: the attempt is journaled (failed, with the cause), then the task fails.
             send, closed = replay.deliver(conn, built["send_id"], lambda: glue.sftp_session(glue.INVS_CONN_ID),

@@ -211,3 +211,50 @@ def celery_broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         yield server.url(TEST_REDIS_DB)
     finally:
         server.stop()
+
+
+# --------------------------------------------------------------------------- the demo stack
+
+
+def demo_env(state: Path, port: int) -> dict[str, str]:
+    """The environment ``make run`` gives ``rpu demo``, with its state and port for this session."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RPU_"))}
+    env.update({"RPU_DEMO_DIR": str(state), "RPU_DEMO_PORT": str(port), "PYTHONPATH": str(REPO_ROOT / "plugins")})
+    return env
+
+
+def rpu_demo(action: str, env: dict[str, str], timeout: float = 300, *args: str):
+    """``python -m rpu.demo ACTION`` as a child process, as ``make run`` / ``make stop`` run it."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "rpu.demo", action, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO_ROOT)
+
+
+@pytest.fixture(scope="session")
+def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """``rpu demo start`` once for the session (the demo and browser tests): state in a temporary
+    directory, its own databases; stopped and purged at the end, even on failure."""
+    import time
+
+    from rpu.demo import DemoState, free_port
+
+    state_root = tmp_path_factory.mktemp("demo") / "state"
+    port = free_port()
+    env = demo_env(state_root, port)
+    began = time.monotonic()
+    started = rpu_demo("start", env)
+    seconds = time.monotonic() - began
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        state = DemoState(state_root)
+        yield {"state": state, "env": env, "port": port, "out": started.stdout, "seconds": seconds,
+               "started_at": began, "config": json.loads(state.config_path.read_text()),
+               "passwords": json.loads(state.passwords_path.read_text())}
+    finally:
+        stopped = rpu_demo("stop", env, timeout=120)
+        print(stopped.stdout, stopped.stderr)
+        for log in sorted((state_root / "logs").glob("*.log")) if state_root.exists() else []:
+            print(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-10:]))
+        purge = rpu_demo("stop", env, 120, "--purge")
+        print(purge.stdout, purge.stderr)

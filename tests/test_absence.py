@@ -129,14 +129,15 @@ def test_a_three_day_silence_heals_by_itself(calendar, conn):
         elif n in (2, 3, 4):
             (to, subject, body), = mails
             assert [w.finess for w, _ in result.silent] == [A]
-            assert subject == f"[RPU TST] Veille du {day(n):%d/%m/%Y} : 1 établissement(s) sans fichier"
+            assert subject == f"[RPU TST] Veille du {day(n):%d/%m/%Y} : 1 établissement sans fichier"
             assert to == [ARS, f"ars-dt-{A}@example.org"]
             (it_to, _, it_body), = calendar.it_mails[-1:]
             assert it_to == [f"dsi-{A}@example.org"] and B not in it_body
-            assert f"CH de Alpha (FINESS {A}, ORDRE 0, en production) : aucun fichier chargé depuis le 04/03/2026" in body
-            assert f"({n - 1} jour{'s' if n > 2 else ''} sans fichier)" in body
+            missing = "04/03/2026" if n == 2 else f"du 04/03/2026 au {day(n):%d/%m/%Y}"
+            assert (f"CH de Alpha (FINESS {A}, ORDRE 0, en production) : dernier fichier chargé le 03/03/2026 ; "
+                    f"{n - 1} jour{'s' if n > 2 else ''} sans fichier ({missing}).") in body
             assert "Que faire" in body and "<FINESS>/depot/" in body
-            assert "se rattrape seule (chaque fichier renvoie les 7 derniers jours)" in body and "Absence ouverte depuis" not in body
+            assert "se rattrape seule (chaque fichier renvoie les 7 derniers jours)" in body and "Passages perdus" not in body
             # The same day again: nothing counted twice, nothing sent twice.
             again = calendar.monitor(day(n))
             assert calendar.take_mails() == []
@@ -167,10 +168,13 @@ def test_a_ten_day_silence_ends_in_a_replay_of_the_uncovered_days(calendar, conn
         result = calendar.monitor(day(n))
         (_, _, body), = calendar.take_mails()
         assert silent(result)[A] == n
-        if n >= 7:
-            assert f"Absence ouverte depuis {n} jours : les passages du 02/03/2026" in body
+        if n == 7:
+            assert ("Passages perdus pour Santé publique France même si l'établissement renvoie son fichier dès "
+                    "demain : le 02/03/2026 (1 jour)") in body
+        elif n > 7:
+            assert f"dès demain : du 02/03/2026 au {day(n - 7):%d/%m/%Y} ({n - 6} jours)" in body
         else:
-            assert "Absence ouverte depuis" not in body.split(f"FINESS {A}")[1].split("  - ")[0]
+            assert "Passages perdus" not in body.split(f"FINESS {A}")[1].split("  - ")[0]
     # Day 11: A sends its usual file (days 4..10): the visits of days 0..3 will never come back.
     calendar.send(A, day(11))
     result = calendar.monitor(day(11))
@@ -193,6 +197,30 @@ def test_a_ten_day_silence_ends_in_a_replay_of_the_uncovered_days(calendar, conn
     assert [m for m in calendar.take_mails() if "Reprise" in m[1]] == []
     (episode,) = episodes_of(conn, A)
     assert episode.state == "replay_needed" and episode.end_notified_at is not None
+
+
+def test_a_nine_day_silence_names_the_last_day_loaded_and_every_lost_day(calendar, conn):
+    """Last file loaded on day 0, nothing on days 1 to 9: on day 9 the alert says the file of
+    day 0 was the last, and the visits of days 0, 1 and 2 are lost even if a file comes on day 10
+    (it carries days 3 to 9)."""
+    calendar.send(A, day(0))
+    calendar.monitor(day(0))
+    calendar.take_mails()
+    for n in range(1, 10):
+        calendar.monitor(day(n))
+        (_, subject, body), = calendar.take_mails()
+    assert subject == "[RPU TST] Veille du 11/03/2026 : 3 établissements sans fichier"
+    lines = body.splitlines()
+    line, lost = next((x, lines[i + 1]) for i, x in enumerate(lines) if f"FINESS {A}" in x)
+    assert line == (f"  - CH de Alpha (FINESS {A}, ORDRE 0, en production) : dernier fichier chargé le 02/03/2026 ; "
+                    "9 jours sans fichier (du 03/03/2026 au 11/03/2026).")
+    assert lost.startswith("    Passages perdus pour Santé publique France même si l'établissement renvoie son fichier "
+                           "dès demain : du 02/03/2026 au 04/03/2026 (3 jours), hors de la fenêtre glissante de 7 jours.")
+    # The file of day 10 brings days 3..9 back: the replay asked for is exactly the days named.
+    calendar.send(A, day(10))
+    ((_, episode),) = calendar.monitor(day(10)).replay_needed
+    assert (episode.replay_start, episode.replay_end) == (day(0), day(2))
+    assert absence.lost_days(episode) == [day(0), day(1), day(2)]
 
 
 def test_a_short_silence_whose_files_come_back_incomplete_needs_a_replay(calendar, conn):
@@ -311,4 +339,6 @@ def test_days_the_monitor_did_not_run_are_judged_at_the_next_run(calendar, conn)
     assert silent(result) == {A: 4, B: 1, C: 5}
     assert [e.first_missing_day for e in episodes_of(conn, A)] == [day(1)]
     (_, _, body), = calendar.take_mails()
-    assert f"CH de Alpha (FINESS {A}, ORDRE 0, en production) : aucun fichier chargé depuis le 03/03/2026 (4 jours" in body
+    assert (f"CH de Alpha (FINESS {A}, ORDRE 0, en production) : dernier fichier chargé le 02/03/2026 ; 4 jours "
+            "sans fichier (du 03/03/2026 au 06/03/2026).") in body
+    assert f"Clinique Gamma (FINESS {C}, ORDRE 0, en parallèle) : aucun fichier chargé à ce jour ; 5 jours" in body

@@ -1,18 +1,17 @@
 """``rpu demo start | status | stop``, run as ``make run`` runs it: a child process, its state in a
 temporary directory (``RPU_DEMO_DIR``), its own databases (dropped at the end).
 
-The demo is started once for the module; the tests below read it in order and the last one
-stops it (the fixture stops and purges it anyway, even on failure)."""
+The demo is started once for the session (``demo_stack`` in conftest.py, shared with the browser
+tests); the tests below read it in order and the last one stops it (the fixture stops and purges
+it anyway, even on failure)."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import smtplib
-import subprocess
-import sys
 import time
+from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -20,31 +19,18 @@ from pathlib import Path
 
 import paramiko
 import pytest
+from conftest import rpu_demo
 
 from rpu import region
 from rpu.demo import (
     INBOX_DIR,
-    REPO_ROOT,
     AirflowApi,
-    DemoState,
     demo_establishments,
-    free_port,
     group_members,
     port_free,
 )
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def _env(state: Path, port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "RPU_"))}
-    env.update({"RPU_DEMO_DIR": str(state), "RPU_DEMO_PORT": str(port), "PYTHONPATH": str(REPO_ROOT / "plugins")})
-    return env
-
-
-def _rpu_demo(action: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rpu.demo", action], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO_ROOT)
 
 
 def _processes_mentioning(*texts: str) -> list[int]:
@@ -82,27 +68,9 @@ def _leaders(state_root: Path, port: int) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    state_root = tmp_path_factory.mktemp("demo") / "state"
-    port = free_port()
-    env = _env(state_root, port)
-    began = time.monotonic()
-    started = _rpu_demo("start", env)
-    seconds = time.monotonic() - began
-    try:
-        assert started.returncode == 0, started.stdout + started.stderr
-        state = DemoState(state_root)
-        yield {"state": state, "env": env, "port": port, "out": started.stdout, "seconds": seconds,
-               "config": json.loads(state.config_path.read_text()),
-               "passwords": json.loads(state.passwords_path.read_text())}
-    finally:
-        stopped = _rpu_demo("stop", env, timeout=120)
-        print(stopped.stdout, stopped.stderr)
-        for log in sorted((state_root / "logs").glob("*.log")) if state_root.exists() else []:
-            print(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-10:]))
-        purge = subprocess.run([sys.executable, "-m", "rpu.demo", "stop", "--purge"], env=env, capture_output=True,
-                               text=True, timeout=120, cwd=REPO_ROOT)
-        print(purge.stdout, purge.stderr)
+def demo(demo_stack):
+    """The session's demo (tests/conftest.py): the browser tests may have used it first."""
+    return demo_stack
 
 
 def test_start_prints_where_everything_is(demo):
@@ -112,6 +80,9 @@ def test_start_prints_where_everything_is(demo):
     assert f"admin / {demo['passwords']['admin']}" in out
     assert str(demo["state"].mailbox) in out
     assert "make stop" in out
+    # The replay to try: dry run first, as the README and the DAG's doc say.
+    assert "« Simulation » laissée cochée" in out and "puis de nouveau, décochée, pour l'envoi réel" in out
+    assert "Dans les minutes qui viennent, une exécution de chaque DAG" in out
     assert demo["seconds"] < 240
 
 
@@ -127,7 +98,8 @@ def test_region_has_ten_establishments_mostly_live(demo):
 
 def test_every_process_runs_in_its_own_group(demo):
     processes = demo["state"].processes()
-    assert {"sftp", "smtp", "scheduler", "dag-processor", "triggerer", "api-server"} <= set(processes)
+    assert {"sftp", "smtp", "scheduler", "dag-processor", "api-server"} <= set(processes)
+    assert "triggerer" not in processes  # no task defers (tests/test_sizing.py)
     for name, process in processes.items():
         if name == "scenario":
             continue
@@ -183,7 +155,7 @@ def test_airflow_is_healthy_with_the_region_accounts(demo):
     base = f"http://127.0.0.1:{demo['port']}"
     admin = AirflowApi(base, "admin", demo["passwords"]["admin"])
     health = admin.request("GET", "/api/v2/monitor/health", auth=False)[1]
-    assert {health[k]["status"] for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")} == {"healthy"}
+    assert {health[k]["status"] for k in ("metadatabase", "scheduler", "dag_processor")} == {"healthy"}
     ars = AirflowApi(base, "ars", demo["passwords"]["ars"])
     admin.wait_for_dag("rpu_ingest", timeout=60)
     assert ars.trigger("rpu_ingest")[0] == 403
@@ -211,7 +183,7 @@ def test_first_night_gives_a_rejection_report_and_an_absence_alert(demo):
                                + (state.logs / "scenario.log").read_text(errors="replace"))
     assert "ars@localhost" in alert["X-RcptTo"]
     line = next(x for x in alert.get_body(("plain",)).get_content().splitlines() if silent["finess"] in x)
-    days = re.search(r"\((\d+) jours? sans fichier\)", line)
+    days = re.search(r"dernier fichier chargé le \d\d/\d\d/\d{4} ; (\d+) jours sans fichier \(du ", line)
     assert days and int(days.group(1)) >= 9, line
     rejected = state.sftp_root / INBOX_DIR / broken["finess"] / "rejetes"
     reports = list(rejected.glob("*.rapport.txt"))
@@ -221,14 +193,66 @@ def test_first_night_gives_a_rejection_report_and_an_absence_alert(demo):
         assert list((state.sftp_root / INBOX_DIR / e["finess"] / "traites").glob("*.xml")), e
 
 
+def wait_for_the_scenario(demo, timeout: float = 600) -> None:
+    scenario = demo["state"].processes().get("scenario")
+    deadline = time.monotonic() + timeout
+    while scenario is not None and scenario.alive() and time.monotonic() < deadline:
+        time.sleep(2)
+    assert "scénario terminé" in (demo["state"].logs / "scenario.log").read_text(errors="replace")
+
+
+def test_first_start_runs_each_dag_once(demo):
+    """The scenario waits for the run the scheduler starts when a DAG is unpaused, and never
+    adds a manual one: one run of each, whatever the time of day (a daily tick passed during
+    the test would add one, dated after the start)."""
+    wait_for_the_scenario(demo)
+    admin = AirflowApi(f"http://127.0.0.1:{demo['port']}", "admin", demo["passwords"]["admin"])
+    started = datetime.now(UTC) - timedelta(seconds=time.monotonic() - demo["started_at"])
+    for dag_id in ("rpu_ingest", "rpu_absence_monitor", "rpu_ars_daily", "rpu_invs_daily", "rpu_atih_monthly"):
+        runs = admin.runs(dag_id)
+        before = [r for r in runs if not (r["run_type"] == "scheduled"
+                                          and datetime.fromisoformat(r["run_after"].replace("Z", "+00:00")) > started)]
+        assert len(before) == 1, (dag_id, runs)
+        assert before[0]["state"] == "success", (dag_id, before[0])
+    alerts = [p for p in demo["state"].mailbox.glob("*.eml")
+              if "Veille" in str(BytesParser(policy=policy.default).parsebytes(p.read_bytes())["Subject"])
+              and "ars@localhost" in str(BytesParser(policy=policy.default).parsebytes(p.read_bytes())["X-RcptTo"])]
+    assert len(alerts) == 1, [p.name for p in alerts]
+
+
+def test_the_demo_fits_a_laptop(demo):
+    """Under 1 GiB (proportional set size, shared pages counted once) once every DAG has run:
+    task slots sized to the machine (not 32 idle workers), no log-serving processes."""
+    from rpu.sizing import airflow_parallelism
+
+    wait_for_the_scenario(demo)
+    slots = airflow_parallelism(os.cpu_count(), len(demo_establishments()))
+    assert f"Airflow : {slots} tâches à la fois" in demo["out"]
+    total_kib, processes = 0, 0
+    groups = {p.pgid for p in demo["state"].processes().values() if p.alive()}
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or os.getpgid(int(entry.name)) not in groups:
+                continue
+            rollup = (entry / "smaps_rollup").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        total_kib += next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
+        processes += 1
+    print(f"demo: {processes} processes, {total_kib / 1024:.0f} MiB (PSS)")
+    assert processes <= 8 + slots, processes
+    assert total_kib < 1024 * 1024, f"{total_kib / 1024:.0f} MiB"
+
+
 def test_start_again_is_safe(demo):
     before = {name: (p.pid, p.start_ticks) for name, p in demo["state"].processes().items() if p.alive()}
-    again = _rpu_demo("start", demo["env"])
+    again = rpu_demo("start", demo["env"])
     assert again.returncode == 0, again.stdout + again.stderr
     assert "déjà en marche" in again.stdout
+    assert "Dans les minutes qui viennent" not in again.stdout  # said at the first start only
     after = {name: (p.pid, p.start_ticks) for name, p in demo["state"].processes().items() if p.alive()}
     assert {k: v for k, v in after.items() if k != "scenario"} == {k: v for k, v in before.items() if k != "scenario"}
-    assert _leaders(demo["state"].root, demo["port"]) == {"scheduler": 1, "dag-processor": 1, "triggerer": 1, "api_server": 1,
+    assert _leaders(demo["state"].root, demo["port"]) == {"scheduler": 1, "dag-processor": 1, "api_server": 1,
                                             "rpu.demo sftp": 1, "rpu.demo smtp": 1}
 
 
@@ -239,24 +263,24 @@ def test_start_restarts_only_what_died(demo):
     deadline = time.monotonic() + 10
     while group_members(smtp.pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    status = _rpu_demo("status", demo["env"])
+    status = rpu_demo("status", demo["env"])
     assert status.returncode == 1 and "ARRÊTÉ" in status.stdout
-    again = _rpu_demo("start", demo["env"])
+    again = rpu_demo("start", demo["env"])
     assert again.returncode == 0, again.stdout + again.stderr
     assert "smtp : démarré" in again.stdout and "sftp : déjà en marche" in again.stdout
     assert state.processes()["smtp"].pid != smtp.pid
-    assert _rpu_demo("status", demo["env"]).returncode == 0
+    assert rpu_demo("status", demo["env"]).returncode == 0
 
 
 def test_stop_kills_every_process_group(demo):
     state = demo["state"]
     processes = state.processes()
-    stopped = _rpu_demo("stop", demo["env"], timeout=120)
+    stopped = rpu_demo("stop", demo["env"], timeout=120)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     for name, process in processes.items():
         assert not group_members(process.pgid), (name, group_members(process.pgid))
     assert _processes_mentioning(str(state.root), f"port:{demo['port']}") == []
     assert not state.processes()
-    assert _rpu_demo("status", demo["env"]).returncode == 3
+    assert rpu_demo("status", demo["env"]).returncode == 3
     for port in (demo["config"]["ports"][k] for k in ("sftp", "smtp", "airflow")):
         assert port_free(port), port

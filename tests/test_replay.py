@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time as clock
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -152,9 +153,9 @@ def test_a_good_request_is_accepted(scenario):
     ({"start": "2026-03-05", "end": "2026-03-02"}, "La fin (02/03/2026) est avant le début (05/03/2026)."),
     ({"end": "2026-04-01"}, "La fin (01/04/2026) doit être antérieure à aujourd'hui (01/04/2026)"),
     ({"start": "2025-03-01", "end": "2026-03-05"}, "Période de 370 jours : 366 au plus par reprise"),
-    ({"start": "2026-02-30"}, "start (début) : date invalide '2026-02-30'"),
-    ({"reason": "abc"}, "Motif (reason) manquant ou trop court : au moins 5 caractères"),
-    ({"reason": None}, "Motif (reason) manquant"),
+    ({"start": "2026-02-30"}, "Premier jour à renvoyer : date invalide '2026-02-30'"),
+    ({"reason": "abc"}, "Motif manquant ou trop court : au moins 5 caractères"),
+    ({"reason": None}, "Motif manquant"),
     ({"start": "2026-03-20", "end": "2026-03-25"},
      "La base régionale n'a pas les données de CH de Alpha (FINESS " + A + ") pour : du 20/03/2026 au 25/03/2026. "
      "L'établissement doit d'abord envoyer ses fichiers pour cette période"),
@@ -276,17 +277,50 @@ def test_the_replay_dag_with_the_server_down_journals_the_failed_attempt(airflow
     assert sends.attempt(conn, send, lambda s: pytest.fail("sent twice")) is None
 
 
-def test_a_refused_request_fails_the_first_task(airflow_db, conn, replay_needed, replay_dag, capsys):
+def test_a_refused_request_is_an_answer_to_the_ars_not_an_incident(airflow_db, conn, replay_needed, replay_dag,
+                                                                    region, mailbox, capsys):
     dag_run = run(replay_dag, **(CONF | {"finess": UNKNOWN}))
     assert dag_run.state == "failed"
     assert states(dag_run) == {"check_request": "failed", "build_file": "upstream_failed", "deliver": "upstream_failed"}
     # The task's log (printed by dag.test()) holds the French refusal, as the ARS will read it.
-    assert (f"AirflowFailException: Reprise refusée : FINESS {UNKNOWN} inconnu du registre des établissements"
+    assert (f"RequestRefused: Reprise refusée : FINESS {UNKNOWN} inconnu du registre des établissements"
             in capsys.readouterr().out)
     dag_run = run(replay_dag, **(CONF | {"start": "2026-03-06", "end": "2026-03-05"}))
     assert dag_run.state == "failed" and states(dag_run)["check_request"] == "failed"
     assert "La fin (05/03/2026) est avant le début (06/03/2026)." in capsys.readouterr().out
     assert conn.execute("SELECT count(*) FROM send").fetchone() == (0,)
+    # No failure e-mail: a refusal is not an incident.
+    clock.sleep(1)
+    assert [str(m.message["Subject"]) for m in mailbox.received] == []
+    # The ORU reads them once, one line each, in its daily digest.
+    rows = conn.execute("SELECT requested_by, finess, period_start, refusal FROM replay_refusal ORDER BY id").fetchall()
+    assert [(by, finess, start) for by, finess, start, _ in rows] == [("dag_test", UNKNOWN, "2026-03-02"),
+                                                                      ("dag_test", A, "2026-03-06")]
+    sent = []
+    now = datetime.combine(TODAY, time(10, 5), TZ)
+    text = absence.send_oru_digest(conn, region, TODAY, now, lambda to, subject, body: sent.append(body))
+    assert sent == [text]
+    assert "Reprises refusées (réponses à l'ARS dans Airflow, pas des incidents) : 2" in text
+    assert f"dag_test : FINESS {UNKNOWN}, 2026-03-02 → 2026-03-05 : FINESS {UNKNOWN} inconnu du registre" in text
+    assert "FINESS " + A + ", 2026-03-06 → 2026-03-05 : La fin (05/03/2026) est avant le début" in text
+    assert text.index("Reprises refusées") < text.index("Journal des exécutions")
+    assert "Reprises refusées" not in absence.digest_text(conn, region, TODAY + timedelta(days=1), [])
+    assert absence.send_oru_digest(conn, region, TODAY + timedelta(days=1), now + timedelta(days=1),
+                                   lambda to, subject, body: sent.append(body)) is not None
+    assert "Reprises refusées" not in sent[-1]  # listed once
+
+
+def test_a_database_outage_during_a_replay_still_alerts_the_oru(airflow_db, replay_dag, region, mailbox, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_RPU_DB", json.dumps(
+        {"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "login": "postgres", "schema": "nope"}))
+    dag_run = run(replay_dag, **CONF)
+    assert dag_run.state == "failed" and states(dag_run)["check_request"] == "failed"
+    mail = mailbox.wait_for(lambda m: "Échec" in m["Subject"], timeout=30)
+    assert mail["Subject"] == "[RPU TST] Échec : rpu_invs_replay.check_request"
+    assert "oru@example.org" in mail["To"]
+    body = mail.get_body(("html",)).get_content()
+    assert "déclenchée par dag_test" in body and "Cause : OperationalError" in body
+    assert "Message envoyé automatiquement par le concentrateur RPU (TST)" in body
 
 
 @pytest.mark.parametrize("conf", [
@@ -320,3 +354,20 @@ def test_a_daily_file_carrying_the_catch_up_file_also_closes_the_episode(conn, t
     ((episode_id, *_, send_id),) = absence.close_replayed(conn, datetime.now(TZ))
     assert (episode_id, send_id) == (replay_needed.id, daily.id)
     assert absence.episodes(conn, finess=A)[0].state == "replayed"
+
+
+def test_a_refusal_that_cannot_be_journaled_is_still_answered(conn):
+    conn.execute("ALTER TABLE replay_refusal RENAME TO replay_refusal_away")
+    conn.commit()
+    try:
+        assert replay.record_refusal(conn, "Reprise refusée : essai", requested_by="ars", run_id="r",
+                                     params={"finess": A}) is None
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the connection is still usable
+    finally:
+        conn.rollback()
+        conn.execute("ALTER TABLE replay_refusal_away RENAME TO replay_refusal")
+        conn.commit()
+    assert replay.record_refusal(conn, "Reprise refusée : essai", requested_by=None, run_id=None,
+                                 params={"finess": A, "ordre": 0}) is not None
+    assert conn.execute("SELECT requested_by, finess, ordre, period_start FROM replay_refusal").fetchall() == [
+        ("inconnu", A, "0", None)]

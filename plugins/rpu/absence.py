@@ -42,6 +42,7 @@ from psycopg.rows import class_row
 
 from rpu.region import Region
 from rpu.store import query
+from rpu.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +120,11 @@ class MonitorResult:
     replay_mails: int = 0
 
     def lines(self) -> list[str]:
-        out = [f"Veille du {fr(self.today)} : {len(self.silent)} établissement(s) sans fichier, "
-               f"{len(self.warnings)} flux en forte baisse, {len(self.healed)} absence(s) résorbée(s), "
-               f"{len(self.replay_needed)} reprise(s) nécessaire(s), {len(self.replayed)} épisode(s) clos par une reprise."]
-        out += [f"  sans fichier : {w.label} depuis le {fr(e.first_missing_day)} ({e.days_missing} j)"
+        out = [f"Veille du {fr(self.today)} : {plural(len(self.silent), 'établissement')} sans fichier, "
+               f"{len(self.warnings)} flux en forte baisse, {plural(len(self.healed), 'absence résorbée')}, "
+               f"{plural(len(self.replay_needed), 'reprise nécessaire')}, "
+               f"{plural(len(self.replayed), 'épisode clos', 'épisodes clos')} par une reprise."]
+        out += [f"  sans fichier : {w.label} depuis le {fr(e.first_missing_day)} ({plural(e.days_missing, 'jour')})"
                 for w, e in self.silent]
         out += [f"  reprise nécessaire : {w.finess}/{w.ordre} du {fr(e.replay_start)} au {fr(e.replay_end)}"
                 for w, e in self.replay_needed]
@@ -178,6 +180,21 @@ def ranges_fr(days: Iterable[date]) -> str:
     return ", ".join(fr(a) if a == b else f"du {fr(a)} au {fr(b)}" for a, b in ranges(days))
 
 
+def _days_fr(days: list[date]) -> str:
+    """"le 02/03/2026", or "du 02/03/2026 au 04/03/2026" (every day between)."""
+    return f"le {fr(days[0])}" if len(days) == 1 else ranges_fr(days)
+
+
+def lost_days(episode: Episode) -> list[date]:
+    """The visit dates an open absence has already lost: a missing day D costs the visits of
+    D-1, and the file sent the day after the last missing day still brings its 7 days back
+    (the last missing day's J-1 and the six days before); what lies before is lost for good
+    unless a file covering it is sent (then a replay)."""
+    window_start = episode.last_missing_day - timedelta(days=WINDOW_DAYS - 1)
+    first_lost = episode.first_missing_day - timedelta(days=1)
+    return days_between(first_lost, window_start - timedelta(days=1)) if first_lost < window_start else []
+
+
 # --- reading the journal ---------------------------------------------------------------------
 
 def watched(conn: psycopg.Connection) -> list[Watched]:
@@ -189,6 +206,13 @@ def loaded_days(conn: psycopg.Connection, finess: str, ordre: int, first: date, 
     rows = conn.execute(query("absence_loaded_days"),
                         {"finess": finess, "ordre": ordre, "first_day": first, "last_day": last, "tz": tz})
     return {row[0] for row in rows}
+
+
+def last_loaded_day(conn: psycopg.Connection, finess: str, ordre: int, before: date, tz: str) -> date | None:
+    """The last local day before ``before`` on which a file of the establishment was loaded."""
+    (day,) = conn.execute(query("absence_last_loaded_day"),
+                          {"finess": finess, "ordre": ordre, "before": before, "tz": tz}).fetchone()
+    return day
 
 
 def covered_days(conn: psycopg.Connection, finess: str, ordre: int, start: date, end: date, *, tz: str,
@@ -391,16 +415,20 @@ def _send_alert(conn, region: Region, result: MonitorResult, now: datetime, noti
     if not (to or it_copies):
         log.warning("Veille du %s : aucun destinataire (ni ars_emails ni contacts) : e-mail non envoyé.", result.today)
         return False
-    subject = (f"[RPU {region.code}] Veille du {fr(result.today)} : {len(result.silent)} établissement(s) sans fichier"
+    subject = (f"[RPU {region.code}] Veille du {fr(result.today)} : "
+               f"{plural(len(result.silent), 'établissement')} sans fichier"
                + (f", {len(warnings)} flux en forte baisse" if warnings else ""))
+    last_loaded = {(w.finess, w.ordre): last_loaded_day(conn, w.finess, w.ordre, e.first_missing_day, region.timezone)
+                   for w, e in result.silent}
     if to:
-        notify(to, subject, alert_text(region, result.today, now, result.silent, warnings, healed_named))
+        notify(to, subject, alert_text(region, result.today, now, result.silent, warnings, healed_named, last_loaded))
     # Each establishment's IT gets its own lines only: hospitals never see each other's.
     for key, establishment in it_copies.items():
         def own(pairs, key=key):
             return [(w, item) for w, item in pairs if w and (w.finess, w.ordre) == key]
         notify(list(establishment.it_contacts), f"[RPU {region.code}] Veille du {fr(result.today)} : {establishment.name}",
-               alert_text(region, result.today, now, own(result.silent), own(warnings), own(healed_named)))
+               alert_text(region, result.today, now, own(result.silent), own(warnings), own(healed_named),
+                          last_loaded))
     with _transaction(conn):
         alerted = conn.execute("UPDATE absence_day SET alerted_at = %s WHERE alerted_at IS NULL AND day <= %s"
                                " RETURNING episode_id", (now, result.today)).fetchall()
@@ -412,7 +440,9 @@ def _send_alert(conn, region: Region, result: MonitorResult, now: datetime, noti
     return True
 
 
-def alert_text(region: Region, today: date, now: datetime, silent, warnings, healed) -> str:
+def alert_text(region: Region, today: date, now: datetime, silent, warnings, healed,
+               last_loaded: dict[tuple[str, int], date] | None = None) -> str:
+    """``last_loaded``: (FINESS, ORDRE) -> the last day a file of it was loaded (None: never)."""
     lines = ["Bonjour,", "",
              f"Contrôle du {fr(today)} des fichiers RPU reçus par le concentrateur régional ({region.name}).",
              "Chaque établissement doit déposer chaque nuit, avant 4 h, un fichier contenant les passages de la "
@@ -420,13 +450,18 @@ def alert_text(region: Region, today: date, now: datetime, silent, warnings, hea
     if silent:
         lines.append("ÉTABLISSEMENTS SANS FICHIER AUJOURD'HUI")
         for establishment, episode in silent:
-            lines.append(f"  - {establishment.label} : aucun fichier chargé depuis le {fr(episode.first_missing_day)}"
-                         f" ({episode.days_missing} jour{'s' if episode.days_missing > 1 else ''} sans fichier).")
-            if episode.days_missing >= WINDOW_DAYS:
-                lost_start, _ = episode.lost_visit_days
-                lines.append(f"    Absence ouverte depuis {episode.days_missing} jours : les passages du {fr(lost_start)} "
-                             "ne seront plus couverts par la fenêtre glissante de 7 jours. Quand l'établissement "
-                             "enverra de nouveau, le concentrateur indiquera la période exacte à reprendre (rejeu).")
+            last = (last_loaded or {}).get((establishment.finess, establishment.ordre))
+            since = (f"dernier fichier chargé le {fr(last)}" if last else "aucun fichier chargé à ce jour")
+            missing = (fr(episode.first_missing_day) if episode.days_missing == 1 else
+                       f"du {fr(episode.first_missing_day)} au {fr(episode.last_missing_day)}")
+            lines.append(f"  - {establishment.label} : {since} ; "
+                         f"{plural(episode.days_missing, 'jour')} sans fichier ({missing}).")
+            lost = lost_days(episode)
+            if lost:
+                lines.append(f"    Passages perdus pour Santé publique France même si l'établissement renvoie son fichier "
+                             f"dès demain : {_days_fr(lost)} ({plural(len(lost), 'jour')}), hors de la fenêtre "
+                             "glissante de 7 jours. Quand l'établissement enverra de nouveau, le concentrateur "
+                             "indiquera la période exacte à reprendre (rejeu).")
         lines += ["", "Que faire :",
                   "  - Service informatique de l'établissement : vérifier l'export RPU (tâche planifiée, serveur, "
                   "accès SFTP) et déposer le fichier dans le dossier <FINESS>/depot/ du serveur de dépôt ; si un "
@@ -497,13 +532,15 @@ def replay_needed_text(region: Region, establishment: Watched | None, episode: E
         "  2. Une fois ce fichier chargé, l'envoi quotidien vers Santé publique France le transmet le lendemain "
         "matin et cet épisode se clôt de lui-même (voir le bilan quotidien). Pour l'envoyer sans attendre, ou si "
         f"Santé publique France le redemande, déclenchez la reprise dans Airflow : {replay_link(region)}",
-        "     bouton « Trigger » (Déclencher), puis remplir le formulaire :",
-        f"       finess = {episode.finess}, ordre = {episode.ordre}, start = {start.isoformat()}, "
-        f"end = {end.isoformat()},",
-        "       reason = le motif (par exemple « absence d'envoi du ... au ... »),",
-        "       dry_run = coché d'abord (simulation : nombre de passages par jour, rien n'est envoyé),",
-        "       puis une seconde fois décoché pour l'envoi réel.",
-        "     En JSON (options avancées du formulaire) :",
+        "     bouton « Déclencher » (« Trigger » si votre navigateur est en anglais), puis dans le formulaire :",
+        f"       FINESS géographique = {episode.finess}, ORDRE = {episode.ordre},",
+        f"       Premier jour à renvoyer = {fr(start)}, Dernier jour à renvoyer = {fr(end)},",
+        "       Simulation (rien n'est envoyé) = cochée d'abord : le nombre de passages par jour s'affiche, rien "
+        "n'est envoyé ;",
+        "       Motif = par exemple « absence d'envoi du ... au ... ».",
+        "     Puis déclenchez de nouveau avec « Simulation » décochée pour l'envoi réel. Si la reprise est refusée, "
+        "la raison s'affiche dans Airflow (tâche check_request) : corrigez et déclenchez de nouveau.",
+        "     En JSON (API REST, ou « airflow dags trigger -c ») :",
         f'       {{"finess": "{episode.finess}", "ordre": {episode.ordre}, "start": "{start.isoformat()}", '
         f'"end": "{end.isoformat()}", "dry_run": true, "reason": "absence d\'envoi"}}',
         "  3. L'envoi (quotidien ou reprise) est inscrit au journal des envois et clôt cet épisode.", "",
@@ -529,6 +566,13 @@ def send_oru_digest(conn: psycopg.Connection, region: Region, today: date, now: 
         conn.commit()
         return None
     text = digest_text(conn, region, today, switch.streaks(conn, today, region.timezone))
+    from rpu import replay  # refused replay requests: one line each, here and nowhere else
+
+    refusals = replay.refusals_digest(conn, now, region.timezone)
+    if refusals:
+        marker = "\nJournal des exécutions : "
+        head, _, tail = text.rpartition(marker)
+        text = f"{head}\n{refusals}{marker}{tail}" if head else text + "\n" + refusals
     to = list(region.operator_emails)
     if to:
         notify(to, f"[RPU {region.code}] Bilan quotidien du {fr(today)} : absences et bascules", text)

@@ -7,13 +7,16 @@ the region file are read when a task runs).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import NoReturn
 
 import psycopg
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import Asset, Connection
+from airflow.sdk.exceptions import AirflowFailException
 
 from rpu import region as region_config
 from rpu.mail import SmtpSettings
@@ -32,25 +35,38 @@ SMTP_CONN_ID = "smtp_default"
 SCHEDULE_TIMEZONE = os.environ.get("RPU_TIMEZONE", "Europe/Paris")
 
 # The regional RPU table: rpu_ingest updates it when it loads visits; downstream DAGs follow it.
+log = logging.getLogger(__name__)
+
 RPU_TABLE = Asset(name="rpu_regional_table", uri="rpu://regional-database/public/rpu")
 
 
-# A mapped instance (one establishment's load or build) is named by its FINESS in the alert.
-_MAPPED_AS = ("{% if ti.map_index is not none and ti.map_index >= 0 %}"
-              " [{{ ti.rendered_map_index or ti.map_index }}]{% endif %}")
+class RequestRefused(AirflowFailException):
+    """A request refused with an answer for the person who made it (a replay the ARS asked for
+    with a wrong FINESS key, an establishment not live, a period the regional database does not
+    hold). The task fails at once (a retry would give the same answer) and shows the answer in
+    the UI; it is not an incident: :class:`OperatorAlert` sends no e-mail for it."""
+
+
+def refuse(answer: str, ti=None) -> NoReturn:
+    """Fail the running task with ``answer`` (French), also kept as its XCom ``refus`` so the
+    answer is one click away on the run in the UI (task, tab XCom), besides the task's log."""
+    if ti is not None:
+        try:
+            ti.xcom_push(key="refus", value=answer)
+        except Exception:  # the answer is still in the log and in the exception
+            log.warning("XCom « refus » non enregistrée", exc_info=True)
+    raise RequestRefused(answer) from None  # the answer alone, not the exception it replaces
 
 
 class OperatorAlert(SmtpNotifier):
-    """A failed task e-mails the region's operators (ORU). The address comes from the region
-    configuration, read when the failure happens, not when the DAG file is parsed."""
+    """A failed task e-mails the region's operators (ORU): which task, which run, who triggered
+    it, the cause, with the region code in the subject like every other e-mail. The address and
+    the code come from the region configuration, read when the failure happens, not when the
+    DAG file is parsed. A :class:`RequestRefused` is an answer, not an incident: no e-mail."""
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("subject", "[RPU] Échec : {{ ti.dag_id }}.{{ ti.task_id }}" + _MAPPED_AS)
-        kwargs.setdefault("html_content", (
-            "<p>La tâche <b>{{ ti.task_id }}" + _MAPPED_AS + "</b> du DAG <b>{{ ti.dag_id }}</b> a échoué "
-            "(exécution {{ ti.run_id }}, tentative {{ ti.try_number }}).</p>"
-            "<p>Consultez le journal de la tâche dans l'interface Airflow, puis la section "
-            "« En cas d'échec » de la documentation du DAG.</p>"))
+        kwargs.setdefault("subject", "[RPU] Échec")
+        kwargs.setdefault("html_content", "")
         super().__init__(to="", smtp_conn_id=SMTP_CONN_ID, **kwargs)
         self._templates = {"subject": self.subject, "html_content": self.html_content}
 
@@ -62,11 +78,37 @@ class OperatorAlert(SmtpNotifier):
         return super().__call__(*args)
 
     def notify(self, context):
+        from rpu.wording import render
+
+        error = context.get("exception")
+        ti = context.get("ti")
+        if isinstance(error, RequestRefused):
+            log.info("%s.%s : demande refusée (réponse au demandeur, pas d'e-mail à l'ORU) : %s",
+                     getattr(ti, "dag_id", "?"), getattr(ti, "task_id", "?"), error)
+            return None
+        code = "?"
+        try:
+            config = region_config.load()
+            code = config.code
+            self.to = self.to or list(config.operator_emails)
+        except region_config.RegionConfigError:
+            pass
         if not self.to:
-            try:
-                self.to = list(region_config.load().operator_emails)
-            except region_config.RegionConfigError:
-                self.to = ["root@localhost"]  # still alert someone rather than nobody
+            self.to = ["root@localhost"]  # still alert someone rather than nobody
+        dag_run = context.get("dag_run")
+        map_index = getattr(ti, "map_index", None)
+        values = {
+            "region_code": code, "dag_id": getattr(ti, "dag_id", "?"), "task_id": getattr(ti, "task_id", "?"),
+            # A mapped instance (one establishment's load or build) is named by its FINESS.
+            "mapped": (getattr(ti, "rendered_map_index", None) or map_index)
+            if map_index is not None and map_index >= 0 else None,
+            "run_id": getattr(ti, "run_id", "?"), "try_number": getattr(ti, "try_number", "?"),
+            "requested_by": getattr(dag_run, "triggering_user_name", None),
+            "cause": f"{type(error).__name__} : {error}" if error is not None else "",
+            "log_url": getattr(ti, "log_url", None),
+        }
+        self.subject = render("operator_alert_subject.txt.j2", **values).strip()
+        self.html_content = render("operator_alert.html.j2", **values)
         return super().notify(context)
 
 

@@ -33,6 +33,7 @@ from rpu.quality import FIELDS, ReportData
 from rpu.region import STATUSES, Region, RegionConfigError
 from rpu.store import query
 from rpu.timeliness_report import ars_section as _timeliness_section
+from rpu.wording import plural
 
 log = logging.getLogger(__name__)
 
@@ -513,7 +514,7 @@ def _section_quality(data: ReportData) -> str:
         "Le survol d'une cellule donne le numérateur et le dénominateur.</p>"
         '<h3 id="exhaustivite">Exhaustivité</h3>' + _quality_table(data, "exhaustivite")
         + '<h3 id="exploitabilite">Exploitabilité</h3>' + _quality_table(data, "exploitabilite")
-        + '<h3 id="definitions">Définitions (dénominateurs : rpu-format §3)</h3>'
+        + '<h3 id="definitions">Définitions (dénominateurs FEDORU)</h3>'
         '<table><thead><tr><th class="nom">Champ</th><th class="nom">Dénominateur</th>'
         '<th class="nom">Valeur valide</th><th>Dénominateur régional</th></tr></thead>'
         f"<tbody>{definitions}</tbody></table>"
@@ -600,6 +601,10 @@ def _section_files(data: ReportData, tz: ZoneInfo) -> str:
             f"<th>RPU rejetés</th><th>dernier reçu</th></tr></thead><tbody>{''.join(lines)}</tbody></table></div></section>")
 
 
+_STATUS_FR = {"onboarding": "en intégration", "parallel": "en parallèle", "live": "en production",
+              "inactive": "inactif"}
+
+
 def render_report(data: ReportData, region: Region, period: ExportPeriod, generated_at: datetime,
                   delays: timeliness.TimelinessData | None = None) -> str:
     """The report: one self-contained HTML file (inline CSS and SVG, no script, nothing fetched)."""
@@ -607,16 +612,17 @@ def render_report(data: ReportData, region: Region, period: ExportPeriod, genera
     title = f"RPU {region.name} — export du {_d(period.export_day)}"
     excluded = ""
     if data.excluded:
-        names = ", ".join(f"{_name(e)} [{e.status}]" for e in data.excluded)
+        names = ", ".join(f"{_name(e)} [{_STATUS_FR.get(e.status, e.status)}]" for e in data.excluded)
+        exported = sorted({_STATUS_FR.get(e.status, e.status) for e in data.establishments}) or ["—"]
         excluded = (f'<p class="note">Établissements hors export (leur statut) : {_e(names)}. '
-                    f"Statuts exportés : {_e(', '.join(sorted({e.status for e in data.establishments}) or ['—']))}.</p>")
+                    f"Statuts exportés : {_e(', '.join(exported))}.</p>")
     return "".join([
         '<!DOCTYPE html>\n<html lang="fr"><head><meta charset="utf-8">',
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'">',
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f'<p>Période exportée : du {_d(period.start)} au {_d(period.last_day)} inclus (date d\'entrée), '
-        f"<strong>{_e(_int(data.visits.get(None, 0)))} RPU</strong>, {len(data.establishments)} établissement(s). "
+        f"<strong>{_e(_int(data.visits.get(None, 0)))} RPU</strong>, {_e(plural(len(data.establishments), 'établissement'))}. "
         "Fichiers joints : CSV (séparateur « ; », UTF-8) et Parquet, mêmes lignes ; délais de transmission par "
         "établissement et par jour : <code>delais_*.csv</code>.</p>",
         excluded,
@@ -627,6 +633,6 @@ def render_report(data: ReportData, region: Region, period: ExportPeriod, genera
         _section_stays(data), _section_files(data, tz),
         _timeliness_section(delays, _rows(data)) if delays else "",
         f'<footer class="note"><p>Produit le {generated_at.astimezone(tz):%d/%m/%Y à %H:%M} par le concentrateur RPU '
-        f"de la région {_e(region.name)} ({_e(region.code)}). Heures locales ({_e(region.timezone)}).</p></footer>",
+        f"régional : {_e(region.name)} ({_e(region.code)}). Heures locales ({_e(region.timezone)}).</p></footer>",
         "</body></html>\n",
     ])

@@ -11,7 +11,8 @@
   ``atih/``;
 - an SMTP sink (``python -m rpu.demo smtp``) writing every message as an ``.eml`` file in
   ``<state>/mailbox/``;
-- Airflow: scheduler, dag-processor, triggerer and API server, with LocalExecutor, the
+- Airflow: scheduler, dag-processor and API server (no triggerer: no task of the package
+  defers, and it would cost 170 MiB for nothing), with LocalExecutor, the
   metadata in PostgreSQL and the **FAB auth manager** (roles from the region file's
   ``[access]`` table, see :mod:`rpu.access`). This is what ``airflow standalone`` starts, but
   standalone forces the SimpleAuthManager, which has no per-DAG rights;
@@ -58,6 +59,9 @@ from rpu.pools import db_pool_slots, pool_set_command
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TIMEZONE = "Europe/Paris"
 AIRFLOW_COMPONENTS = ("scheduler", "dag-processor", "triggerer", "api-server")
+# The demo's: no triggerer (tests/test_sizing.py checks that no task of the package defers).
+DEMO_COMPONENTS = ("scheduler", "dag-processor", "api-server")
+_HEALTH_PART = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
 DEMO_DAGS = ("rpu_ingest", "rpu_absence_monitor", "rpu_ars_daily", "rpu_invs_daily", "rpu_atih_monthly",
              "rpu_invs_replay")
 INBOX_DIR, INVS_DIR, ARS_DIR, ATIH_DIR = "etablissements", "spf", "ars", "atih"
@@ -65,6 +69,14 @@ DEFAULT_PORT = 8080
 N_ESTABLISHMENTS = 10
 SILENT_DAYS = 9
 HISTORY_DAYS = 10
+JWT_SECRET_BYTES = 48  # 64 characters, as `rpu region init` draws it
+
+
+def _parallelism(establishments: int) -> int:
+    """Task slots for the demo: the pool rpu_db's size (the loads at once) plus one (rpu.sizing)."""
+    from rpu.sizing import airflow_parallelism
+
+    return airflow_parallelism(os.cpu_count(), establishments, db_pool_slots())
 
 
 def state_dir() -> Path:
@@ -235,9 +247,9 @@ class CeleryWorkers:
 @dataclass
 class AirflowSite:
     """One Airflow deployment on this machine: scheduler, dag-processor, triggerer and API
-    server on ``port``, LocalExecutor (or Celery workers, ``celery``), metadata in PostgreSQL,
-    FAB auth manager, connections as ``AIRFLOW_CONN_*`` JSON and the region file in
-    ``RPU_REGION_CONFIG``."""
+    server on ``port`` (``airflow_components``: the demo runs no triggerer), LocalExecutor (or
+    Celery workers, ``celery``), metadata in PostgreSQL, FAB auth manager, connections as
+    ``AIRFLOW_CONN_*`` JSON and the region file in ``RPU_REGION_CONFIG``."""
 
     home: Path
     database_url: str  # SQLAlchemy URL of Airflow's metadata database
@@ -246,9 +258,12 @@ class AirflowSite:
     region_config: Path
     dags_folder: Path = REPO_ROOT / "dags"
     paused_at_creation: bool = True
-    jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    parallelism: int = field(default_factory=lambda: _parallelism(N_ESTABLISHMENTS))
+    # 64 characters: Airflow signs its tokens with HS512, whose key PyJWT wants of 64 bytes at least.
+    jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(JWT_SECRET_BYTES))
     api_secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     extra_env: dict[str, str] = field(default_factory=dict)
+    airflow_components: tuple[str, ...] = AIRFLOW_COMPONENTS
     celery: CeleryWorkers | None = None
 
     @property
@@ -277,11 +292,17 @@ class AirflowSite:
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.url,
             "AIRFLOW__API__WORKERS": "1",
+            # Task slots (LocalExecutor workers) sized to the machine and the region (rpu.sizing),
+            # not Airflow's default of 32 idle workers.
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__API__SECRET_KEY": self.api_secret_key,
             "AIRFLOW__API_AUTH__JWT_SECRET": self.jwt_secret,
             # New DAG files are seen within 30 s (default 5 min).
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             "RPU_REGION_CONFIG": str(self.region_config),
+            # Fewer glibc malloc arenas in the threaded components (API server, triggerer): the
+            # same work in less memory on a laptop.
+            "MALLOC_ARENA_MAX": "2",
         })
         if self.celery is not None:
             env.update({
@@ -299,8 +320,9 @@ class AirflowSite:
 
     @property
     def components(self) -> tuple[str, ...]:
-        """Airflow's processes on this machine: the four components, then the Celery workers."""
-        return AIRFLOW_COMPONENTS + (self.celery.names if self.celery else ())
+        """Airflow's processes on this machine: its components (the demo: no triggerer), then the
+        Celery workers."""
+        return self.airflow_components + (self.celery.names if self.celery else ())
 
     def run(self, argv: list[str], log_path: Path, timeout: float = 300) -> None:
         """Run one command in this site's environment (output appended to ``log_path``)."""
@@ -334,6 +356,10 @@ class AirflowSite:
         started = {}
         for component in self.components if only is None else only:
             argv, component_env = [airflow, component], env
+            if component in ("scheduler", "triggerer"):
+                # One machine, one log folder: the API server reads the task logs from disk, so the
+                # log-serving process each of them would start (~55 MiB each) serves nobody.
+                argv.append("--skip-serve-logs")
             if component == "api-server":
                 argv += ["--host", "127.0.0.1", "--port", str(self.port)]
             elif self.celery and component in self.celery.names:
@@ -353,7 +379,7 @@ class AirflowSite:
         health = self.health()
         return bool(health) and all(
             (health.get(part) or {}).get("status") == "healthy"
-            for part in ("metadatabase", "scheduler", "triggerer", "dag_processor"))
+            for part in ("metadatabase", *(_HEALTH_PART[c] for c in self.components if c in _HEALTH_PART)))
 
     def workers_ready(self, processes: Mapping[str, Process]) -> bool:
         """Every Celery worker has said "ready" (connected to the broker, consuming its queue)."""
@@ -645,7 +671,7 @@ def _load_or_create_config(state: DemoState) -> dict:
         "created_at": datetime.now(ZoneInfo(TIMEZONE)).isoformat(timespec="seconds"),
         "ports": {"airflow": wanted if port_free(wanted) else free_port(), "sftp": free_port(), "smtp": free_port()},
         "sftp": {"username": "rpu", "password": secrets.token_urlsafe(16)},
-        "secrets": {"jwt": secrets.token_urlsafe(32), "api": secrets.token_urlsafe(32)},
+        "secrets": {"jwt": secrets.token_urlsafe(JWT_SECRET_BYTES), "api": secrets.token_urlsafe(32)},
     }
     state.write(state.config_path, config)
     return config
@@ -740,6 +766,7 @@ def site_for(state: DemoState, config: dict, admin_url: str) -> AirflowSite:
     return AirflowSite(home=state.airflow_home, database_url=sqlalchemy_url(metadata), port=config["ports"]["airflow"],
                        connections=connections, region_config=state.region_path,
                        paused_at_creation=not config.get("dags_released", False),
+                       parallelism=_parallelism(len(demo_establishments())), airflow_components=DEMO_COMPONENTS,
                        jwt_secret=config["secrets"]["jwt"], api_secret_key=config["secrets"]["api"], celery=celery)
 
 
@@ -792,6 +819,10 @@ def start(state: DemoState | None = None, out=print, executor: str | None = None
         running = {name: p for name, p in state.processes().items() if p.alive()}
         for name in set(state.processes()) - set(running):
             state.record(forget=name)
+        if len(config["secrets"]["jwt"]) < 64 and not set(running) & set(AIRFLOW_COMPONENTS):
+            # A demo made before the key was long enough: a new one while no component uses it.
+            config["secrets"]["jwt"] = secrets.token_urlsafe(JWT_SECRET_BYTES)
+            state.write(state.config_path, config)
 
         def say(text: str) -> None:
             out(f"[{time.monotonic() - began:5.1f} s] {text}")
@@ -867,25 +898,28 @@ def start(state: DemoState | None = None, out=print, executor: str | None = None
         if seeded.get("done"):
             say("données de démonstration : historique chargé, fichiers de la nuit déposés")
         scenario_running = "scenario" in running
-        if (seeded.get("done") or not config.get("dags_released")) and not scenario_running:
+        first_night = bool(seeded.get("done") or not config.get("dags_released"))
+        if first_night and not scenario_running:
             process, _ = spawn("scenario", [python, "-m", "rpu.demo", "scenario", "--state", str(state.root)],
                                env, state.logs / "scenario.log")
             state.record(process)
         out("")
-        out(summary(state, config, site))
+        out(summary(state, config, site, first_night=first_night or scenario_running))
         out(f"(démarrage : {time.monotonic() - began:.0f} s)")
     return 0
 
 
-def summary(state: DemoState, config: dict, site: AirflowSite) -> str:
+def summary(state: DemoState, config: dict, site: AirflowSite, *, first_night: bool = False) -> str:
+    """What ``make run`` prints: where everything is; on the first start only, what the first
+    night will show; and a replay to try, dry run first (as the README and the DAG's doc say)."""
     passwords = state.read(state.passwords_path)
     establishments = demo_establishments()
     live = next(e for e in establishments if e["status"] == "live" and not e["role"])
     silent = next(e for e in establishments if e["role"] == "silent")
     today = datetime.now(ZoneInfo(TIMEZONE)).date()
-    return "\n".join([
+    lines = [
         "Concentrateur RPU de démonstration",
-        f"  Interface Airflow : {site.url}",
+        f"  Interface Airflow : {site.url} (en français si votre navigateur l'est)",
         f"    opérateur (ORU)  : admin / {passwords.get('admin', '?')}",
         f"    ARS              : ars / {passwords.get('ars', '?')} (lit tout, ne déclenche que rpu_invs_replay)",
         f"    mots de passe    : {state.passwords_path}",
@@ -895,13 +929,22 @@ def summary(state: DemoState, config: dict, site: AirflowSite) -> str:
         f"  Journaux : {state.logs} ; région : {state.region_path}",
         (f"  Exécuteur : Celery, {', '.join(site.celery.names)} (file {site.celery.queue}, {site.celery.broker_url})"
          if site.celery else "  Exécuteur : LocalExecutor (make run-celery : deux workers Celery)"),
-        "  Dans quelques minutes : rpu_ingest charge la nuit (un fichier rejeté avec son rapport dans"
-        f" {INBOX_DIR}/<FINESS>/rejetes/), rpu_absence_monitor envoie l'alerte ARS ({silent['name']},"
-        f" FINESS {silent['finess']}, sans fichier depuis {SILENT_DAYS} jours).",
-        f"  Une reprise à essayer (connecté en ars) : rpu_invs_replay, finess={live['finess']},"
-        f" start={today - timedelta(days=7)}, end={today - timedelta(days=1)}, dry_run décoché, un motif.",
+        f"  Airflow : {site.parallelism} tâches à la fois ({os.cpu_count()} cœurs, {len(establishments)} établissements)",
+    ]
+    if first_night:
+        lines.append(
+            "  Dans les minutes qui viennent, une exécution de chaque DAG : rpu_ingest charge la nuit (un fichier"
+            f" rejeté, avec son rapport dans {INBOX_DIR}/<FINESS>/rejetes/), rpu_absence_monitor envoie l'alerte ARS"
+            f" ({silent['name']}, FINESS {silent['finess']}, sans fichier depuis {SILENT_DAYS} jours),"
+            " rpu_ars_daily l'export de l'ARS, rpu_invs_daily l'envoi à Santé publique France.")
+    lines += [
+        f"  Une reprise à essayer (connecté en ars) : rpu_invs_replay, bouton Déclencher, FINESS géographique"
+        f" {live['finess']}, du {today - timedelta(days=7):%d/%m/%Y} au {today - timedelta(days=1):%d/%m/%Y},"
+        " un motif, « Simulation » laissée cochée (nombre de passages par jour, rien n'est envoyé) ;"
+        " puis de nouveau, décochée, pour l'envoi réel.",
         "  Arrêter : make stop (python -m rpu demo stop) ; état : python -m rpu demo status",
-    ])
+    ]
+    return "\n".join(lines)
 
 
 def stop(state: DemoState | None = None, out=print, purge: bool = False) -> int:
@@ -978,7 +1021,8 @@ def status(state: DemoState | None = None, out=print) -> int:
         out(f"{name:<14} {label:<10} PID {process.pid}  journal {process.log}")
     if config:
         port = config["ports"]["airflow"]
-        healthy = AirflowSite(state.airflow_home, "", port, {}, state.region_path).healthy()
+        healthy = AirflowSite(state.airflow_home, "", port, {}, state.region_path,
+                              airflow_components=DEMO_COMPONENTS).healthy()
         all_up &= healthy
         out(f"Airflow : http://localhost:{port} ({'prêt' if healthy else 'pas prêt'}) ; boîte aux lettres : "
             f"{state.mailbox} ({len(list(state.mailbox.glob('*.eml')))} message(s))")
@@ -1018,9 +1062,10 @@ def serve_smtp(mailbox: Path, port: int) -> int:
 
 def scenario(state_root: Path, out=print) -> int:
     """What an operator would do after the first night, through the REST API as ``admin``:
-    unpause ``rpu_ingest`` and run it now; once the night is loaded, unpause every DAG and run
-    the day's absence check (the ARS alert), the ARS export and the daily send, each after the
-    previous one ended. Whatever happens, every DAG ends up unpaused."""
+    unpause ``rpu_ingest`` (its latest scheduled run starts at once); once the night is loaded,
+    unpause the daily DAGs one at a time, each after the previous one's run ended: the absence
+    check (the ARS alert), the ARS export, the daily send, the monthly ATIH flow. One run of
+    each. Whatever happens, every DAG ends up unpaused."""
     state = DemoState(state_root)
     config = state.read(state.config_path)
     passwords = state.read(state.passwords_path)
@@ -1035,19 +1080,24 @@ def scenario(state_root: Path, out=print) -> int:
         final = api.wait_for_run(dag_id, body["dag_run_id"], timeout=900)
         out(f"{dag_id} : {final} {api.task_states(dag_id, body['dag_run_id'])}")
 
+    def run_once(dag_id: str) -> None:
+        """Unpause the DAG: the scheduler starts its latest scheduled run at once (catchup=False);
+        that run is the one. Only a DAG that got none in 30 s is triggered by hand: one start,
+        one run of each (never a scheduled run plus a manual one)."""
+        api.unpause(dag_id)
+        out(f"{dag_id} : activé")
+        if not api.wait_for_runs(dag_id, timeout=30):
+            run(dag_id)
+        for run_ in api.wait_until_idle(dag_id, timeout=900):
+            out(f"{dag_id} : {run_['state']} {api.task_states(dag_id, run_['dag_run_id'])}")
+
     try:
         api.wait_for_dag("rpu_ingest", timeout=120)
-        api.unpause("rpu_ingest")
-        out("rpu_ingest : activé")
-        # Unpausing starts the latest scheduled run at once; run it by hand only if none came.
-        if not api.wait_for_runs("rpu_ingest", timeout=20):
-            run("rpu_ingest")
-        for run_ in api.wait_until_idle("rpu_ingest", timeout=600):
-            out(f"rpu_ingest : {run_['state']} {api.task_states('rpu_ingest', run_['dag_run_id'])}")
-        _unpause_all(api, out)
-        for dag_id in ("rpu_absence_monitor", "rpu_ars_daily", "rpu_invs_daily"):
+        run_once("rpu_ingest")
+        # Then one flow at a time, the day's absence check first (the ARS alert).
+        for dag_id in ("rpu_absence_monitor", "rpu_ars_daily", "rpu_invs_daily", "rpu_atih_monthly"):
             if api.dag_exists(dag_id):
-                run(dag_id)
+                run_once(dag_id)
             else:
                 out(f"{dag_id} : absent (pas encore écrit, ou erreur d'import) : ignoré")
     finally:

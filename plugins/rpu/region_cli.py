@@ -169,6 +169,8 @@ def connection_definitions(s: RegionSecrets) -> dict[str, dict]:
 
 def render_env(code: str, name: str, region_dir: str, s: RegionSecrets) -> str:
     """The text of a region's ``.env`` (what docker compose reads, and ``rpu region check --env``)."""
+    from rpu.sizing import airflow_parallelism
+
     conns = connection_definitions(s)
 
     def conn(conn_id: str) -> str:
@@ -196,6 +198,10 @@ def render_env(code: str, name: str, region_dir: str, s: RegionSecrets) -> str:
         "FLOWER_PORT=5555",
         "# Chargements simultanés dans la base régionale (pool rpu_db) ; vide : le nombre de cœurs.",
         "RPU_DB_POOL_SLOTS=",
+        "# Tâches Airflow simultanées : les places du pool rpu_db (les cœurs de cette machine) + 1, au plus",
+        "# le nombre d'établissements + 1 (rpu.sizing) ; à revoir si la machine ou RPU_DB_POOL_SLOTS change.",
+        f"AIRFLOW_PARALLELISM={airflow_parallelism(os.cpu_count(), establishments=0)}",
+        "AIRFLOW_API_WORKERS=1",
         "# Heure locale de la région pour les horaires des DAG (= [region] timezone de region.toml).",
         "RPU_TIMEZONE=Europe/Paris",
         "",

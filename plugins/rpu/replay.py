@@ -21,6 +21,8 @@ No Airflow import; ``today`` and ``now`` are parameters.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -32,6 +34,9 @@ import psycopg
 
 from rpu import absence, sends
 from rpu import finess as finess_rules
+from rpu.wording import plural
+
+log = logging.getLogger(__name__)
 
 MAX_SPAN_DAYS = 366
 MIN_REASON = 5
@@ -74,11 +79,12 @@ class BuiltReplay:
     def report(self, request: ReplayRequest) -> list[str]:
         lines = [f"Reprise {'SIMULÉE' if request.dry_run else 'RÉELLE'} : FINESS {request.finess} ORDRE {request.ordre}"
                  f" ({request.name}), du {absence.fr(request.start)} au {absence.fr(request.end)}, "
-                 f"{self.visits} passages, demandée par {request.requested_by} : {request.reason}"]
-        lines += [f"  {absence.WEEKDAYS[day.weekday()]:<9} {absence.fr(day)} : {visits:>6} passages"
+                 f"{plural(self.visits, 'passage')}, demandée par {request.requested_by} : {request.reason}"]
+        lines += [f"  {absence.WEEKDAYS[day.weekday()]:<9} {absence.fr(day)} : {visits:>6} {'passage' if visits < 2 else 'passages'}"
                   for day, visits in sorted(self.per_day.items())]
         if request.dry_run:
-            lines.append("Simulation : rien n'a été envoyé. Relancez avec dry_run décoché pour l'envoi réel.")
+            lines.append("Simulation : rien n'a été envoyé. Pour l'envoi réel, déclenchez de nouveau avec les mêmes "
+                         "valeurs et « Simulation » décochée.")
         return lines
 
 
@@ -106,7 +112,8 @@ def check_request(conn: psycopg.Connection, *, finess: str, start, end, reason: 
     elif not finess_rules.check_digit_ok(finess):
         errors.append(f"FINESS {finess} : la clé de contrôle (dernier chiffre, algorithme de Luhn) est fausse ; "
                       "vérifiez le numéro (une faute de frappe ?).")
-    start_day, end_day = _as_date(start, "start (début)", errors), _as_date(end, "end (fin)", errors)
+    start_day, end_day = (_as_date(start, "Premier jour à renvoyer", errors),
+                          _as_date(end, "Dernier jour à renvoyer", errors))
     if start_day and end_day:
         if end_day < start_day:
             errors.append(f"La fin ({absence.fr(end_day)}) est avant le début ({absence.fr(start_day)}).")
@@ -119,7 +126,7 @@ def check_request(conn: psycopg.Connection, *, finess: str, start, end, reason: 
                           "reprises.")
     reason = " ".join((reason or "").split())
     if len(reason) < MIN_REASON:
-        errors.append(f"Motif (reason) manquant ou trop court : au moins {MIN_REASON} caractères, il est inscrit au "
+        errors.append(f"Motif manquant ou trop court : au moins {MIN_REASON} caractères, il est inscrit au "
                       "journal des envois.")
     if errors:
         raise ReplayRefused(_refusal(errors))
@@ -229,3 +236,45 @@ def deliver(conn: psycopg.Connection, send_id: int, open_session: Callable[[], A
         conn.commit()
     closed = absence.close_replayed(conn, now) if send.status == "sent" else []
     return send, closed
+
+
+# --- refusals: answers to the ARS, listed once in the ORU's digest ------------------------------
+
+def record_refusal(conn: psycopg.Connection, refusal: str, *, requested_by: str | None, run_id: str | None,
+                   params: dict) -> int | None:
+    """Journal a refused request (values as typed) for the ORU's next daily digest. Commits.
+    Never in the way of the answer: if it cannot be journaled (None), the ARS still gets it."""
+    try:
+        conn.commit()
+        (refusal_id,) = conn.execute(
+            "INSERT INTO replay_refusal (requested_by, run_id, finess, ordre, period_start, period_end, reason,"
+            " refusal) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (requested_by or "inconnu", run_id, *(None if params.get(k) is None else str(params.get(k))
+                                                   for k in ("finess", "ordre", "start", "end", "reason")),
+             refusal)).fetchone()
+        conn.commit()
+        return refusal_id
+    except psycopg.Error:
+        log.warning("Refus de reprise non journalisé (le bilan de l'ORU ne le citera pas)", exc_info=True)
+        with contextlib.suppress(psycopg.Error):
+            conn.rollback()
+        return None
+
+
+def refusals_digest(conn: psycopg.Connection, now: datetime, tz: str = "Europe/Paris") -> str:
+    """The lines of the ORU's digest about the refusals not listed yet (empty when none), and
+    they are marked listed. The caller commits with the digest."""
+    from zoneinfo import ZoneInfo
+
+    from rpu.wording import render
+
+    rows = conn.execute("UPDATE replay_refusal SET digested_at = %s WHERE digested_at IS NULL"
+                        " RETURNING requested_at, requested_by, finess, period_start, period_end, refusal",
+                        (now,)).fetchall()
+    if not rows:
+        return ""
+    refusals = [{"requested_at_local": f"{at.astimezone(ZoneInfo(tz)):%d/%m %H:%M}", "requested_by": by,
+                 "finess": finess, "period_start": start, "period_end": end,
+                 "first_line": " ".join(refusal.removeprefix("Reprise refusée :").split())}
+                for at, by, finess, start, end, refusal in sorted(rows)]
+    return render("replay_refusals_digest.txt.j2", refusals=refusals)

@@ -11,6 +11,7 @@ from collections import defaultdict
 
 from rpu.rules import FILE, RULES, Finding
 from rpu.validation import FileReport
+from rpu.wording import plural
 
 # Examples shown per rule; the counts are always complete.
 EXAMPLES_PER_RULE = 20
@@ -61,21 +62,23 @@ def format_report(report: FileReport, *, outcome: str | None = None, applied: st
     order = sorted(by_rule, key=lambda code: (RULES[code].level != "record", -report.rule_counts[code], code))
     for code in order:
         rule = RULES[code]
-        kind = "passages rejetés" if rule.level == "record" else "anomalies"
-        lines.append(f"[{code}] {rule.title} ({report.rule_counts[code]} {kind})")
+        kind = "passage rejeté" if rule.level == "record" else "anomalie"
+        lines.append(f"[{code}] {rule.title} ({plural(report.rule_counts[code], kind)})")
         lines.append(f"    À faire : {rule.fix}")
         for finding in by_rule[code][:EXAMPLES_PER_RULE]:
             lines.append(f"    - {finding.message}")
         hidden = report.rule_counts[code] - min(len(by_rule[code]), EXAMPLES_PER_RULE)
         if hidden > 0:
-            lines.append(f"    … et {hidden} autre(s).")
+            lines.append(f"    … et {hidden} {'autre' if hidden == 1 else 'autres'}.")
         lines.append("")
     if report.findings_truncated:
         lines.append(f"Note : seules les {len(report.findings)} premières anomalies sont détaillées ici ; les "
                      "nombres ci-dessus sont complets.")
     if report.normalised_values:
-        lines.append(f"Note : {report.normalised_values} code(s) reçus en minuscules, avec espaces ou avec un "
-                     "point (CIM-10) ont été normalisés ; merci de corriger l'export à terme.")
+        one = report.normalised_values == 1
+        lines.append(f"Note : {plural(report.normalised_values, 'code')} "
+                     f"{'reçu' if one else 'reçus'} en minuscules, avec des espaces ou avec un point (CIM-10) "
+                     f"{'a été normalisé' if one else 'ont été normalisés'} ; merci de corriger l'export à terme.")
     return "\n".join(lines).rstrip() + "\n"
 
 
