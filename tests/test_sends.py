@@ -39,7 +39,9 @@ def built(conn, folder: Path, name: str, destination: str = "invs", content: str
 
 
 def advisory_locks(conn) -> int:
-    return conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0]
+    # This test's database only: other test runs on the same server take advisory locks too.
+    return conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database ="
+                        " (SELECT oid FROM pg_database WHERE datname = current_database())").fetchone()[0]
 
 
 def sftp_session():
