@@ -41,7 +41,7 @@ def test_no_task_of_the_package_defers_so_the_demo_needs_no_triggerer():
     from airflow.dag_processing.dagbag import DagBag
 
     dagbag = DagBag(dag_folder=str(Path(__file__).resolve().parent.parent / "dags"))
-    assert dagbag.import_errors == {} and len(dagbag.dags) == 7
+    assert dagbag.import_errors == {} and "rpu_ingest" in dagbag.dags
     for dag_id, dag in dagbag.dags.items():
         for task in dag.tasks:
             assert not getattr(task, "deferrable", False), (dag_id, task.task_id)
