@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 
 from rpu import finess as finess_rules
@@ -48,6 +48,14 @@ CLOCK_TOLERANCE = timedelta(hours=2)
 EXTENSIONS_AFTER_MOTIF = frozenset({"HMED", "CIRCONSTANCE"})
 _CODE_FIELDS = ("SEXE", "MODE_ENTREE", "PROVENANCE", "TRANSPORT", "TRANSPORT_PEC", "GRAVITE",
                 "MODE_SORTIE", "DESTINATION", "ORIENT")
+_CODE_SETS = tuple((name, VALUE_SETS[name]) for name in _CODE_FIELDS)
+# (field, the mode it depends on, the table, the rule, the field's value set, and both as
+# Visit attributes): built once rather than for every visit.
+_COHERENCE = tuple((name, mode, table, rule, VALUE_SETS[name], name.lower(), mode.lower()) for name, mode, table, rule in (
+    ("PROVENANCE", "MODE_ENTREE", PROVENANCE_BY_MODE_ENTREE, "PROVENANCE_INCOHERENT"),
+    ("DESTINATION", "MODE_SORTIE", DESTINATION_BY_MODE_SORTIE, "DESTINATION_INCOHERENT"),
+    ("ORIENT", "MODE_SORTIE", ORIENT_BY_MODE_SORTIE, "ORIENT_INCOHERENT"),
+))
 
 
 @dataclass
@@ -120,9 +128,31 @@ def parse_date(text: str) -> date:
     return date(int(text[6:10]), int(text[3:5]), int(text[0:2]))
 
 
-@lru_cache(maxsize=1 << 16)
 def parse_datetime(text: str) -> datetime:
     """``dd/mm/yyyy hh:mm`` with optional ``:ss`` (some producers). Raises ValueError."""
+    # Nearly every ENTREE and SORTIE is a different minute, so caching whole values misses;
+    # their day (a few hundred per file) and their time of day (1,440 minutes) repeat. A text
+    # whose two halves were each seen in a value already read (whitespace already normalised)
+    # is the same datetime as the full parse would give; anything else takes the full parse.
+    day = _DAYS.get(text[:10])
+    if day is not None:
+        clock = _CLOCKS.get(text[10:])
+        if clock is not None:
+            return datetime.combine(day, clock)
+    value = _parse_datetime(text)
+    if len(text) in (16, 19) and len(_DAYS) < _HALVES_KEPT and len(_CLOCKS) < _HALVES_KEPT \
+            and text == " ".join(text.split()):
+        _DAYS[text[:10]] = value.date()
+        _CLOCKS[text[10:]] = value.time()
+    return value
+
+
+_DAYS: dict[str, date] = {}
+_CLOCKS: dict[str, time] = {}
+_HALVES_KEPT = 1 << 14  # bounded: a hostile file of distinct odd spellings cannot grow them
+
+
+def _parse_datetime(text: str) -> datetime:
     text = " ".join(text.split())
     if len(text) not in (16, 19) or text[2] != "/" or text[5] != "/" or text[10] != " " or text[13] != ":":
         raise ValueError(text)
@@ -251,32 +281,32 @@ class _VisitChecker:
         def flag(rule: str, field_name: str | None, value: str | None = None, detail: str | None = None):
             findings.append(Finding(rule, raw.position, field_name, value, entree_text, detail))
 
-        # Codes: normalised (trim, upper case), then checked against their value set.
-        codes = {}
-        for name in _CODE_FIELDS:
-            value = fields.get(name)
-            if value and value not in VALUE_SETS[name]:  # the fast path is a valid code as spelt
+        # Codes: normalised (trim, upper case), then checked against their value set. A valid
+        # code as spelt is one set look-up (the usual case); each value is read once.
+        get = fields.get
+        codes = []
+        for name, allowed in _CODE_SETS:
+            value = get(name)
+            if value and value not in allowed:
                 value = self._code(value)
-                if value and value not in VALUE_SETS[name]:
+                if value and value not in allowed:
                     flag("VALUE_NOT_IN_SET", name, value)
-            codes[name] = value or None
-        get = codes.get
-        visit.sexe, visit.mode_entree, visit.provenance = get("SEXE"), get("MODE_ENTREE"), get("PROVENANCE")
-        visit.transport, visit.transport_pec, visit.gravite = get("TRANSPORT"), get("TRANSPORT_PEC"), get("GRAVITE")
-        visit.mode_sortie, visit.destination, visit.orient = get("MODE_SORTIE"), get("DESTINATION"), get("ORIENT")
+            codes.append(value or None)
+        (visit.sexe, visit.mode_entree, visit.provenance, visit.transport, visit.transport_pec, visit.gravite,
+         visit.mode_sortie, visit.destination, visit.orient) = codes
 
-        cp = fields.get("CP", "").strip()
+        cp = get("CP", "").strip()
         if cp and not CP_FORMAT.match(cp):
             flag("FORMAT_INVALID", "CP", cp)
         visit.cp = cp or None
-        commune = " ".join(fields.get("COMMUNE", "").split())
+        commune = " ".join(get("COMMUNE", "").split())
         visit.commune = commune.upper() or None
-        motif = " ".join(fields.get("MOTIF", "").split())
+        motif = " ".join(get("MOTIF", "").split())
         visit.motif = motif or None
 
         # CIM-10 and CCAM codes: one regular-expression match in the usual case (a code as the
         # norm spells it); normalised (trim, upper case, no dot) and checked again otherwise.
-        dp = fields.get("DP", "")
+        dp = get("DP", "")
         if dp and not CIM10_FORMAT.match(dp):
             dp = self._cim10(dp)
             if dp and not CIM10_FORMAT.match(dp):
@@ -297,18 +327,19 @@ class _VisitChecker:
             if acte:
                 visit.actes.append(acte)
 
-        naissance = fields.get("NAISSANCE", "").strip()
+        day = entree.date()
+        naissance = get("NAISSANCE", "").strip()
         if naissance:
             try:
                 visit.naissance = parse_date(naissance)
             except ValueError:
                 flag("DATE_INVALID", "NAISSANCE", naissance)
             else:
-                age = age_in_years(visit.naissance, entree.date())
+                age = age_in_years(visit.naissance, day)
                 if not 0 <= age <= 120:
                     flag("AGE_OUT_OF_RANGE", "NAISSANCE", naissance, f"Âge calculé : {age} ans.")
 
-        sortie = fields.get("SORTIE", "").strip()
+        sortie = get("SORTIE", "").strip()
         if sortie:
             try:
                 visit.sortie = parse_datetime(sortie)
@@ -320,9 +351,8 @@ class _VisitChecker:
                 elif visit.sortie - entree > MAX_STAY:
                     flag("STAY_TOO_LONG", "SORTIE", sortie)
 
-        self._check_coherence(codes, flag)
+        self._check_coherence(visit, flag)
 
-        day = entree.date()
         if (self.first_day and day < self.first_day) or (self.last_day and day > self.last_day):
             flag("ENTREE_OUTSIDE_PERIOD", "ENTREE", entree_text)
 
@@ -354,18 +384,16 @@ class _VisitChecker:
         return extensions
 
     @staticmethod
-    def _check_coherence(codes: dict, flag) -> None:
+    def _check_coherence(visit: Visit, flag) -> None:
         """Cross-field tables of rpu-format.md §3. An empty value is missing data (it counts in
         exhaustivité), and a value outside its set is already flagged: neither is incoherent."""
-        checks = (
-            ("PROVENANCE", "MODE_ENTREE", PROVENANCE_BY_MODE_ENTREE, "PROVENANCE_INCOHERENT"),
-            ("DESTINATION", "MODE_SORTIE", DESTINATION_BY_MODE_SORTIE, "DESTINATION_INCOHERENT"),
-            ("ORIENT", "MODE_SORTIE", ORIENT_BY_MODE_SORTIE, "ORIENT_INCOHERENT"),
-        )
-        for name, mode_name, table, rule in checks:
-            value, mode = codes[name] or "", codes[mode_name]
+        for name, mode_name, table, rule, values, attribute, mode_attribute in _COHERENCE:
+            mode = getattr(visit, mode_attribute)
             allowed = table.get(mode)
-            if allowed and value in VALUE_SETS[name] and value not in allowed:
+            if not allowed:
+                continue
+            value = getattr(visit, attribute) or ""
+            if allowed and value in values and value not in allowed:
                 flag(rule, name, value, f"{mode_name} : {mode}.")
 
     def _code(self, text: str) -> str:
