@@ -73,7 +73,10 @@ def run_step(step: str, path: Path, url: str = "") -> dict:
                                capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         raise SystemExit(f"{step} failed:\n{completed.stderr[-2000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    if result["status"] not in ("parsed", "accepted", "loaded"):
+        raise SystemExit(f"{step}: the file was {result['status']}, the figures would mean nothing")
+    return result
 
 
 def _child(step: str, path: str, url: str) -> None:
@@ -97,7 +100,8 @@ def main() -> None:
 
     # Two establishments: loading the slice must not replace the large file's visits.
     finess, slice_finess = (e["finess"] for e in demo_establishments(2))
-    end = date(2026, 12, 31)
+    # A period that has ended: an EXTRACT later than the load's reception time is refused.
+    end = date.today() - timedelta(days=2)
     with tempfile.TemporaryDirectory(prefix="rpu-bench-") as workdir:
         workdir = Path(workdir)
         big, small = workdir / "big.xml", workdir / "slice.xml"

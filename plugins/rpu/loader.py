@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import tempfile
 import time
@@ -30,7 +31,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg.types.json import Json, Jsonb
+from psycopg.types.json import Jsonb
 
 from rpu.model import Limits, Visit, VolumeGuard
 from rpu.rules import FILE, RULES, Finding
@@ -44,7 +45,8 @@ RPU_COLUMNS = (
     "sortie", "mode_sortie", "destination", "orient", "extensions", "flags",
 )
 ISSUE_COLUMNS = ("received_file_id", "record_no", "entree", "rule", "level", "field", "raw_value", "message")
-_COPY_RPU = f"COPY rpu ({', '.join(RPU_COLUMNS)}) FROM STDIN"
+# NULL is an empty cell: the visit's lines are joined in _copy_visits, where a missing value is "".
+_COPY_RPU = f"COPY rpu ({', '.join(RPU_COLUMNS)}) FROM STDIN (NULL '')"
 _COPY_ISSUES = f"COPY record_issue ({', '.join(ISSUE_COLUMNS)}) FROM STDIN"
 ONE_DAY = timedelta(days=1)
 DEFAULT_GUARD = VolumeGuard()
@@ -504,23 +506,53 @@ def _copy_visits(conn, path, name, file_id, findings_spool, received_at=None, de
     """Stream the file's kept visits into ``rpu`` with COPY while it is read; the findings go
     to a spool file (a COPY is under way on the connection) and are copied afterwards."""
     with conn.cursor() as cursor, cursor.copy(_COPY_RPU) as copy:
-        write_row = copy.write_row
+        # Lines go to the connection a few hundred at a time: every copy.write() is a round
+        # through psycopg and libpq, which cost more per visit than joining its line.
+        lines: list[str] = []
+        file_cell = str(file_id)
+        header_cells = None
 
         def on_visit(visit: Visit, header) -> None:
-            write_row((
-                file_id, visit.position, header.finess, header.ordre, visit.cp, visit.commune,
-                visit.naissance, visit.sexe, visit.entree, visit.mode_entree, visit.provenance,
-                visit.transport, visit.transport_pec, visit.motif, visit.gravite, visit.dp, _array(visit.da),
-                _array(visit.actes), visit.sortie, visit.mode_sortie, visit.destination, visit.orient,
-                Json(visit.extensions) if visit.extensions else None, _array(visit.flags),
-            ))
+            # One line of COPY's text format per visit, joined here: adapting a tuple of 24
+            # values one by one (write_row) cost as much as validating the visit. A missing
+            # value is an empty cell (the COPY's NULL): no text value of a visit is ever empty.
+            nonlocal header_cells
+            if header_cells is None:
+                header_cells = ("" if header.finess is None else header.finess,
+                                "" if header.ordre is None else str(header.ordre))
+            sortie, naissance, extensions = visit.sortie, visit.naissance, visit.extensions
+            cells = (
+                file_cell, str(visit.position), *header_cells, visit.cp or "", visit.commune or "",
+                "" if naissance is None else str(naissance), visit.sexe or "", str(visit.entree),
+                visit.mode_entree or "", visit.provenance or "", visit.transport or "",
+                visit.transport_pec or "", visit.motif or "", visit.gravite or "", visit.dp or "",
+                _array(visit.da), _array(visit.actes), "" if sortie is None else str(sortie),
+                visit.mode_sortie or "", visit.destination or "", visit.orient or "",
+                json.dumps(extensions) if extensions else "", _array(visit.flags),
+            )
+            line = "\t".join(cells)
+            # Values are received text: the rare line holding a character that COPY escapes is
+            # joined again with each cell escaped.
+            if line.count("\t") != _TABS or "\\" in line or "\n" in line or "\r" in line:
+                line = "\t".join(cell.translate(_ESCAPES) for cell in cells)
+            lines.append(line)
+            if len(lines) >= _LINES_PER_WRITE:
+                copy.write(("\n".join(lines) + "\n").encode())
+                lines.clear()
 
         def on_finding(finding: Finding) -> None:
             if finding.level != FILE:
                 findings_spool.write(_copy_line(_finding_row(file_id, finding)))
 
-        return inspect_file(path, name, on_visit=on_visit, on_finding=on_finding, received_at=received_at,
-                            deadline=deadline)
+        report = inspect_file(path, name, on_visit=on_visit, on_finding=on_finding, received_at=received_at,
+                              deadline=deadline)
+        if lines:
+            copy.write(("\n".join(lines) + "\n").encode())
+        return report
+
+
+_TABS = len(RPU_COLUMNS) - 1
+_LINES_PER_WRITE = 256  # about 64 KiB
 
 
 def _array(items: list[str]) -> str:

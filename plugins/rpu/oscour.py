@@ -63,15 +63,16 @@ def _text(element) -> str:
 def _read_record(element, position: int) -> RawRecord:
     # The hot loop of every load: kept to plain iteration and dict stores.
     fields: dict[str, str] = {}
-    record = RawRecord(position, fields)
+    da = actes = None
     for child in element:
         tag = child.tag
         if tag == "LISTE_DA":
-            record.da = [item.text or "" for item in child if item.tag == "DA"]
+            da = [item.text or "" for item in child if item.tag == "DA"]
         elif tag == "LISTE_ACTES":
-            record.actes = [item.text or "" for item in child if item.tag == "ACTE"]
+            actes = [item.text or "" for item in child if item.tag == "ACTE"]
         else:
             fields[tag] = child.text or ""
+    record = RawRecord(position, fields, [] if da is None else da, [] if actes is None else actes)
     if len(fields) > len(_KNOWN_FIELDS) or not fields.keys() <= _KNOWN_FIELDS:
         record.extensions = _extensions(element, fields)
     return record
@@ -132,6 +133,8 @@ class OscourReader:
         self._lines = 1  # lines fed to the parser so far
         self._tree_root = None  # the root element of the main parser's tree
         self._since_record = 0  # bytes fed since the last PATIENT
+        self._released_in = None  # the parent of the last record released, and what may stand in it
+        self._released_known: tuple[str, ...] = _AT_ROOT
         self.unknown = 0  # elements found where a PATIENT may stand, that are not PATIENT
         self.unknown_first: str | None = None
 
@@ -143,11 +146,13 @@ class OscourReader:
             yield from self._parse(self._source)
 
     def _parse(self, stream: BinaryIO) -> Iterator[RawRecord]:
-        # Only ETABLISSEMENT and PATIENT produce events: asking for every element's events
-        # costs half the reading time. The root and any DOCTYPE are checked first, by a small
-        # parser that reads no further than the root's start tag.
+        # Only the end of ETABLISSEMENT, PATIENT and PASSAGES produce events: asking for every
+        # element's events costs half the reading time, and start events would add one per
+        # PATIENT for nothing (the tree's root is what close() returns). The root and any
+        # DOCTYPE are checked first, by a small parser that reads no further than the root's
+        # start tag.
         parser = etree.XMLPullParser(
-            events=("start", "end"),
+            events=("end",),
             tag=(*ROOTS, HEADER_TAG, RECORD_TAG, "PASSAGES"),
             resolve_entities=False,
             load_dtd=False,
@@ -227,6 +232,20 @@ class OscourReader:
         every level up to the root, so that a file of any size is read in constant memory and
         linear time; unknown elements freed on the way are counted."""
         element.clear(keep_tail=False)
+        parent = element.getparent()
+        if parent is not None and parent is self._released_in:
+            # The parent's earlier siblings and ancestors' were released with its first record,
+            # and the parser never adds anything before an element it has started: only this
+            # record's own earlier siblings are left (the usual case: the previous PATIENT).
+            known = self._released_known
+            while element.getprevious() is not None:
+                self._count_unknown(parent[0], known)
+                del parent[0]
+            return
+        # lxml hands back the same proxy for a node while one is referenced: keeping the parent
+        # lets the next record of the same PASSAGES take the short path above.
+        self._released_in = parent
+        self._released_known = _AT_ROOT if parent is None or parent.getparent() is None else ("PATIENT",)
         node = element
         while node is not None:
             parent = node.getparent()
@@ -250,19 +269,16 @@ class OscourReader:
             return
 
     def _records(self, parser) -> Iterator[RawRecord]:
-        for event, element in parser.read_events():
-            if event == "start":
-                if self._tree_root is None and element.getparent() is None:
-                    self._tree_root = element
-                continue
-            if element.tag == RECORD_TAG:
+        for _event, element in parser.read_events():
+            tag = element.tag
+            if tag == RECORD_TAG:
                 if self.header is None:
                     raise FileRefused("HEADER_MISSING")
                 self.records += 1
                 record = _read_record(element, self.records)
                 self._release(element)
                 yield record
-            elif element.tag == "PASSAGES":
+            elif tag == "PASSAGES":
                 if self.header is not None:
                     for child in element:
                         self._count_unknown(child, ("PATIENT",))

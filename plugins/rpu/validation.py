@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 
 from rpu import finess as finess_rules
@@ -48,6 +48,9 @@ CLOCK_TOLERANCE = timedelta(hours=2)
 EXTENSIONS_AFTER_MOTIF = frozenset({"HMED", "CIRCONSTANCE"})
 _CODE_FIELDS = ("SEXE", "MODE_ENTREE", "PROVENANCE", "TRANSPORT", "TRANSPORT_PEC", "GRAVITE",
                 "MODE_SORTIE", "DESTINATION", "ORIENT")
+_CODE_SETS = tuple((name, VALUE_SETS[name]) for name in _CODE_FIELDS)
+# The value sets the coherence tables apply to (a value outside its set is flagged already).
+_PROVENANCES, _DESTINATIONS, _ORIENTS = VALUE_SETS["PROVENANCE"], VALUE_SETS["DESTINATION"], VALUE_SETS["ORIENT"]
 
 
 @dataclass
@@ -120,9 +123,31 @@ def parse_date(text: str) -> date:
     return date(int(text[6:10]), int(text[3:5]), int(text[0:2]))
 
 
-@lru_cache(maxsize=1 << 16)
 def parse_datetime(text: str) -> datetime:
     """``dd/mm/yyyy hh:mm`` with optional ``:ss`` (some producers). Raises ValueError."""
+    # Nearly every ENTREE and SORTIE is a different minute, so caching whole values misses;
+    # their day (a few hundred per file) and their time of day (1,440 minutes) repeat. A text
+    # whose two halves were each seen in a value already read (whitespace already normalised)
+    # is the same datetime as the full parse would give; anything else takes the full parse.
+    day = _DAYS.get(text[:10])
+    if day is not None:
+        clock = _CLOCKS.get(text[10:])
+        if clock is not None:
+            return datetime.combine(day, clock)
+    value = _parse_datetime(text)
+    if len(text) in (16, 19) and len(_DAYS) < _HALVES_KEPT and len(_CLOCKS) < _HALVES_KEPT \
+            and text == " ".join(text.split()):
+        _DAYS[text[:10]] = value.date()
+        _CLOCKS[text[10:]] = value.time()
+    return value
+
+
+_DAYS: dict[str, date] = {}
+_CLOCKS: dict[str, time] = {}
+_HALVES_KEPT = 1 << 14  # bounded: a hostile file of distinct odd spellings cannot grow them
+
+
+def _parse_datetime(text: str) -> datetime:
     text = " ".join(text.split())
     if len(text) not in (16, 19) or text[2] != "/" or text[5] != "/" or text[10] != " " or text[13] != ":":
         raise ValueError(text)
@@ -230,8 +255,11 @@ class _VisitChecker:
         self.visits_per_day = report.visits_per_day
 
     def check(self, raw: RawRecord) -> Visit | None:
+        # Run for every visit of every file: values are kept in locals and the Visit is built
+        # once at the end, each rule in the order its findings have always been reported.
         fields = raw.fields
-        entree_text = fields.get("ENTREE", "").strip()
+        get = fields.get
+        entree_text = get("ENTREE", "").strip()
         if not entree_text:
             self._reject(raw, "ENTREE_MISSING", None)
             return None
@@ -246,96 +274,102 @@ class _VisitChecker:
             return None
 
         findings: list[Finding] = []
-        visit = Visit(position=raw.position, entree=entree)
+        position = raw.position
 
         def flag(rule: str, field_name: str | None, value: str | None = None, detail: str | None = None):
-            findings.append(Finding(rule, raw.position, field_name, value, entree_text, detail))
+            findings.append(Finding(rule, position, field_name, value, entree_text, detail))
 
-        # Codes: normalised (trim, upper case), then checked against their value set.
-        codes = {}
-        for name in _CODE_FIELDS:
-            value = fields.get(name)
-            if value and value not in VALUE_SETS[name]:  # the fast path is a valid code as spelt
+        # Codes: normalised (trim, upper case), then checked against their value set. A valid
+        # code as spelt is one set look-up (the usual case); each value is read once.
+        codes = []
+        for name, allowed in _CODE_SETS:
+            value = get(name)
+            if value and value not in allowed:
                 value = self._code(value)
-                if value and value not in VALUE_SETS[name]:
+                if value and value not in allowed:
                     flag("VALUE_NOT_IN_SET", name, value)
-            codes[name] = value or None
-        get = codes.get
-        visit.sexe, visit.mode_entree, visit.provenance = get("SEXE"), get("MODE_ENTREE"), get("PROVENANCE")
-        visit.transport, visit.transport_pec, visit.gravite = get("TRANSPORT"), get("TRANSPORT_PEC"), get("GRAVITE")
-        visit.mode_sortie, visit.destination, visit.orient = get("MODE_SORTIE"), get("DESTINATION"), get("ORIENT")
+            codes.append(value or None)
+        sexe, mode_entree, provenance, transport, transport_pec, gravite, mode_sortie, destination, orient = codes
 
-        cp = fields.get("CP", "").strip()
+        cp = get("CP", "").strip()
         if cp and not CP_FORMAT.match(cp):
             flag("FORMAT_INVALID", "CP", cp)
-        visit.cp = cp or None
-        commune = " ".join(fields.get("COMMUNE", "").split())
-        visit.commune = commune.upper() or None
-        motif = " ".join(fields.get("MOTIF", "").split())
-        visit.motif = motif or None
+        commune = " ".join(get("COMMUNE", "").split()).upper()
+        motif = " ".join(get("MOTIF", "").split())
 
         # CIM-10 and CCAM codes: one regular-expression match in the usual case (a code as the
         # norm spells it); normalised (trim, upper case, no dot) and checked again otherwise.
-        dp = fields.get("DP", "")
+        dp = get("DP", "")
         if dp and not CIM10_FORMAT.match(dp):
             dp = self._cim10(dp)
             if dp and not CIM10_FORMAT.match(dp):
                 flag("FORMAT_INVALID", "DP", dp)
-        visit.dp = dp or None
+        da_list = []
         for da in raw.da:
             if not CIM10_FORMAT.match(da):
                 da = self._cim10(da)
                 if da and not CIM10_FORMAT.match(da):
                     flag("FORMAT_INVALID", "DA", da)
             if da:
-                visit.da.append(da)
+                da_list.append(da)
+        actes = []
         for acte in raw.actes:
             if not CCAM_FORMAT.match(acte):
                 acte = self._code(acte)
                 if acte and not CCAM_FORMAT.match(acte):
                     flag("FORMAT_INVALID", "ACTE", acte)
             if acte:
-                visit.actes.append(acte)
+                actes.append(acte)
 
-        naissance = fields.get("NAISSANCE", "").strip()
+        day = entree.date()
+        naissance = get("NAISSANCE", "").strip()
+        birth = None
         if naissance:
             try:
-                visit.naissance = parse_date(naissance)
+                birth = parse_date(naissance)
             except ValueError:
                 flag("DATE_INVALID", "NAISSANCE", naissance)
             else:
-                age = age_in_years(visit.naissance, entree.date())
+                age = day.year - birth.year  # age_in_years, inline
+                if (day.month, day.day) < (birth.month, birth.day):
+                    age -= 1
                 if not 0 <= age <= 120:
                     flag("AGE_OUT_OF_RANGE", "NAISSANCE", naissance, f"Âge calculé : {age} ans.")
 
-        sortie = fields.get("SORTIE", "").strip()
-        if sortie:
+        sortie_text = get("SORTIE", "").strip()
+        sortie = None
+        if sortie_text:
             try:
-                visit.sortie = parse_datetime(sortie)
+                sortie = parse_datetime(sortie_text)
             except ValueError:
-                flag("DATE_INVALID", "SORTIE", sortie)
+                flag("DATE_INVALID", "SORTIE", sortie_text)
             else:
-                if visit.sortie < entree:
-                    flag("SORTIE_BEFORE_ENTREE", "SORTIE", sortie)
-                elif visit.sortie - entree > MAX_STAY:
-                    flag("STAY_TOO_LONG", "SORTIE", sortie)
+                if sortie < entree:
+                    flag("SORTIE_BEFORE_ENTREE", "SORTIE", sortie_text)
+                elif sortie - entree > MAX_STAY:
+                    flag("STAY_TOO_LONG", "SORTIE", sortie_text)
 
-        self._check_coherence(codes, flag)
+        self._check_coherence(mode_entree, provenance, mode_sortie, destination, orient, flag)
 
-        day = entree.date()
         if (self.first_day and day < self.first_day) or (self.last_day and day > self.last_day):
             flag("ENTREE_OUTSIDE_PERIOD", "ENTREE", entree_text)
 
-        if raw.extensions:
-            visit.extensions = self._extensions(raw.extensions, flag)
-        self._count_entree(entree)
+        extensions = self._extensions(raw.extensions, flag) if raw.extensions else []
+        report = self.report
+        if report.first_entree is None or entree < report.first_entree:
+            report.first_entree = entree
+        if report.last_entree is None or entree > report.last_entree:
+            report.last_entree = entree
         self.visits_per_day[day] += 1
+        flags = []
         if findings:
-            self.report.flagged_records += 1
-            visit.flags = sorted({f.rule for f in findings})
+            report.flagged_records += 1
+            flags = sorted({f.rule for f in findings})
             for finding in findings:
-                self.report.add(finding)
-        return visit
+                report.add(finding)
+        return Visit(position, entree, cp or None, commune or None, birth, sexe, mode_entree, provenance, transport,
+                     transport_pec, motif or None, gravite, dp or None, da_list, actes, sortie, mode_sortie,
+                     destination, orient, extensions, flags)
 
     @staticmethod
     def _extensions(received: list, flag) -> list[list[str]]:
@@ -354,19 +388,19 @@ class _VisitChecker:
         return extensions
 
     @staticmethod
-    def _check_coherence(codes: dict, flag) -> None:
+    def _check_coherence(mode_entree, provenance, mode_sortie, destination, orient, flag) -> None:
         """Cross-field tables of rpu-format.md §3. An empty value is missing data (it counts in
-        exhaustivité), and a value outside its set is already flagged: neither is incoherent."""
-        checks = (
-            ("PROVENANCE", "MODE_ENTREE", PROVENANCE_BY_MODE_ENTREE, "PROVENANCE_INCOHERENT"),
-            ("DESTINATION", "MODE_SORTIE", DESTINATION_BY_MODE_SORTIE, "DESTINATION_INCOHERENT"),
-            ("ORIENT", "MODE_SORTIE", ORIENT_BY_MODE_SORTIE, "ORIENT_INCOHERENT"),
-        )
-        for name, mode_name, table, rule in checks:
-            value, mode = codes[name] or "", codes[mode_name]
-            allowed = table.get(mode)
-            if allowed and value in VALUE_SETS[name] and value not in allowed:
-                flag(rule, name, value, f"{mode_name} : {mode}.")
+        exhaustivité), and a value outside its set is already flagged: neither is incoherent
+        (None, an empty value, is in no value set)."""
+        allowed = PROVENANCE_BY_MODE_ENTREE.get(mode_entree)
+        if allowed and provenance in _PROVENANCES and provenance not in allowed:
+            flag("PROVENANCE_INCOHERENT", "PROVENANCE", provenance, f"MODE_ENTREE : {mode_entree}.")
+        allowed = DESTINATION_BY_MODE_SORTIE.get(mode_sortie)
+        if allowed and destination in _DESTINATIONS and destination not in allowed:
+            flag("DESTINATION_INCOHERENT", "DESTINATION", destination, f"MODE_SORTIE : {mode_sortie}.")
+        allowed = ORIENT_BY_MODE_SORTIE.get(mode_sortie)
+        if allowed and orient in _ORIENTS and orient not in allowed:
+            flag("ORIENT_INCOHERENT", "ORIENT", orient, f"MODE_SORTIE : {mode_sortie}.")
 
     def _code(self, text: str) -> str:
         code = text.strip().upper()
@@ -380,13 +414,6 @@ class _VisitChecker:
             self.report.normalised_values += 1
             code = code.replace(".", "")
         return code
-
-    def _count_entree(self, entree: datetime) -> None:
-        report = self.report
-        if report.first_entree is None or entree < report.first_entree:
-            report.first_entree = entree
-        if report.last_entree is None or entree > report.last_entree:
-            report.last_entree = entree
 
     def _reject(self, raw: RawRecord, rule: str, value: str | None) -> None:
         self.report.rejected_records += 1
