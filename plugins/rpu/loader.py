@@ -443,10 +443,11 @@ def _apply_days(conn, report: FileReport, file_id: int, result: LoadResult) -> N
     lost = [d.day for d in result.days if not d.won]
     scope = {"file_id": file_id, "finess": header.finess, "ordre": header.ordre}
     if won:
-        result.replaced_records = conn.execute(query("replace_days"), {**scope, **_day_span(won)}).rowcount
+        result.replaced_records = conn.execute(query("replace_days"), {**scope, **_day_span(won), "own": False}).rowcount
         conn.execute(query("supersede_days"), {**scope, "days": won})
     if lost:
-        result.not_applied_records = conn.execute(query("drop_own_days"), {**scope, **_day_span(lost)}).rowcount
+        result.not_applied_records = conn.execute(query("replace_days"),
+                                                  {**scope, **_day_span(lost), "own": True}).rowcount
     if not won:
         result.status = "superseded"
         newest = max((d for d in result.days if not d.won), key=lambda d: (d.holder_extract, d.holder))
