@@ -10,7 +10,7 @@ establishment's year 2026 generated as twelve monthly files and loaded with the 
 
 Measured, each in its own process so that its peak memory (ru_maxrss) is its own:
 
-- ours: ``rpu.atih.build_syrius``, what ``rpu_atih_monthly`` runs: a named (server-side)
+- ours: ``rpu.flows.atih.build_syrius``, what ``rpu_atih_monthly`` runs: a named (server-side)
   cursor read 10,000 rows at a time, visits streamed through the SYRIUS writer into the zip;
 - baseline: ``pandas.read_sql`` of the year, then the SYRIUS XML written from the DataFrame
   row by row with lxml (one element tree per PATIENT, ``etree.xmlfile``) into the same zip.
@@ -38,8 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "plugins"))
 
-from rpu.generator import demo_establishments, write_oscour_file  # noqa: E402
-from rpu.local_services import create_database, drop_database  # noqa: E402
+from rpu.sandbox.generator import demo_establishments, write_oscour_file  # noqa: E402
+from rpu.sandbox.local_services import create_database, drop_database  # noqa: E402
 
 ADMIN_URL = (os.environ.get("RPU_BENCH_DATABASE_URL") or os.environ.get("RPU_BENCH_ADMIN_URL")
              or "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -51,14 +51,14 @@ WHEN = "2027-01-10T06:00:00"
 IMPORTS = {
     "ours": """
 import psycopg
-from rpu.atih import build_syrius
-from rpu.syrius import CodegeoTable
+from rpu.flows.atih import build_syrius
+from rpu.formats.syrius import CodegeoTable
 """,
     "baseline": """
 import zipfile
 import pandas, sqlalchemy
 from lxml import etree
-from rpu.syrius import CodegeoTable, age_at, syrius_entry_name
+from rpu.formats.syrius import CodegeoTable, age_at, syrius_entry_name
 """,
 }
 STEPS = {
@@ -160,8 +160,8 @@ def _load(url: str, finess: str, visits: int, workdir: Path) -> int:
     """One establishment's year, as twelve monthly files through the loader."""
     import psycopg
 
-    from rpu.loader import load_file
-    from rpu.store import migrate
+    from rpu.store.db import migrate
+    from rpu.store.loader import load_file
 
     per_day = visits / (366 if calendar.isleap(YEAR) else 365)
     loaded = 0

@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "plugins"))
 
-from rpu.generator import demo_establishments, write_oscour_file  # noqa: E402
-from rpu.local_services import create_database, drop_database  # noqa: E402
+from rpu.sandbox.generator import demo_establishments, write_oscour_file  # noqa: E402
+from rpu.sandbox.local_services import create_database, drop_database  # noqa: E402
 
 ADMIN_URL = os.environ.get("RPU_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -45,13 +45,13 @@ for _event, element in etree.iterparse(path, events=("end",), tag="PATIENT"):
 result = {"visits": visits, "status": "parsed"}
 """,
     "validate": """
-from rpu.validation import inspect_file
+from rpu.formats.validation import inspect_file
 report = inspect_file(path)
 result = {"visits": report.kept_records, "status": report.status}
 """,
     "load": """
 import psycopg
-from rpu.loader import load_file
+from rpu.store.loader import load_file
 with psycopg.connect(url) as conn:
     outcome = load_file(conn, path)
     conn.commit()
@@ -117,7 +117,7 @@ def main() -> None:
         try:
             import psycopg
 
-            from rpu.store import migrate
+            from rpu.store.db import migrate
             with psycopg.connect(url, autocommit=True) as conn:
                 migrate(conn)
             rows = [

@@ -38,11 +38,11 @@ sys.path.insert(0, str(REPO / "plugins"))
 import paramiko  # noqa: E402
 import psycopg  # noqa: E402
 
-from rpu import region as region_config  # noqa: E402
-from rpu.generator import demo_establishments, write_oscour_file  # noqa: E402
-from rpu.ingest import InboxFile, IngestSummary, SftpInbox, list_inbox, load_establishment  # noqa: E402
-from rpu.local_services import SftpServer, create_database, drop_database  # noqa: E402
-from rpu.store import migrate  # noqa: E402
+from rpu.config import region as region_config  # noqa: E402
+from rpu.flows.ingest import InboxFile, IngestSummary, SftpInbox, list_inbox, load_establishment  # noqa: E402
+from rpu.sandbox.generator import demo_establishments, write_oscour_file  # noqa: E402
+from rpu.sandbox.local_services import SftpServer, create_database, drop_database  # noqa: E402
+from rpu.store.db import migrate  # noqa: E402
 
 ADMIN_URL = os.environ.get("RPU_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 END = date(2026, 11, 26)

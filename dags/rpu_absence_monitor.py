@@ -52,8 +52,8 @@ from datetime import datetime
 
 from airflow.sdk import CronTriggerTimetable, PokeReturnValue, dag, task
 
-from rpu.airflow_glue import SCHEDULE_TIMEZONE, default_args
-from rpu.feedback_tasks import add_heartbeat
+from rpu.airflow.feedback_tasks import add_heartbeat
+from rpu.airflow.glue import SCHEDULE_TIMEZONE, default_args
 
 TIMEZONE = SCHEDULE_TIMEZONE
 
@@ -82,7 +82,7 @@ def rpu_absence_monitor():
     def wait_for_cutoff(logical_date=None, dag_run=None) -> PokeReturnValue:
         from zoneinfo import ZoneInfo
 
-        from rpu import airflow_glue as glue
+        from rpu.airflow import glue
 
         region = glue.region()
         day = _run_day(logical_date, dag_run, region.timezone)
@@ -95,8 +95,8 @@ def rpu_absence_monitor():
     def monitor_absences(day: str) -> dict:
         from datetime import UTC, date
 
-        from rpu import absence
-        from rpu import airflow_glue as glue
+        from rpu.airflow import glue
+        from rpu.flows import absence
 
         region = glue.region()
         with glue.database() as conn:
@@ -109,8 +109,8 @@ def rpu_absence_monitor():
 
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from rpu import absence
-        from rpu import airflow_glue as glue
+        from rpu.airflow import glue
+        from rpu.flows import absence
 
         region = glue.region()
         with glue.database() as conn:

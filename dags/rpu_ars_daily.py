@@ -63,8 +63,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from rpu.airflow_glue import SCHEDULE_TIMEZONE, default_args
-from rpu.feedback_tasks import add_heartbeat
+from rpu.airflow.feedback_tasks import add_heartbeat
+from rpu.airflow.glue import SCHEDULE_TIMEZONE, default_args
 
 
 @dag(
@@ -88,13 +88,13 @@ from rpu.feedback_tasks import add_heartbeat
 def rpu_ars_daily():
     @task
     def export() -> dict:
-        from rpu.ars_tasks import export_task
+        from rpu.airflow.ars_tasks import export_task
 
         return export_task()
 
     @task
     def deliver() -> dict:
-        from rpu.ars_tasks import deliver_task
+        from rpu.airflow.ars_tasks import deliver_task
 
         return deliver_task()
 

@@ -66,8 +66,8 @@ from datetime import datetime
 
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from rpu.airflow_glue import DB_POOL, SCHEDULE_TIMEZONE, default_args
-from rpu.feedback_tasks import add_heartbeat
+from rpu.airflow.feedback_tasks import add_heartbeat
+from rpu.airflow.glue import DB_POOL, SCHEDULE_TIMEZONE, default_args
 
 
 @dag(
@@ -92,34 +92,34 @@ from rpu.feedback_tasks import add_heartbeat
 def rpu_atih_monthly():
     @task
     def plan_month() -> dict:
-        from rpu.outbound_tasks import atih_plan_task
+        from rpu.airflow.outbound_tasks import atih_plan_task
 
         return atih_plan_task()
 
     @task
     def list_establishments(plan: dict) -> list[dict]:
-        from rpu.outbound_tasks import atih_establishments_task
+        from rpu.airflow.outbound_tasks import atih_establishments_task
 
         return atih_establishments_task()
 
     # One instance per live establishment, named by its FINESS in the UI.
     @task(pool=DB_POOL, map_index_template="{{ task.op_kwargs['establishment']['label'] }}")
     def build_file(plan: dict, establishment: dict) -> dict:
-        from rpu.outbound_tasks import atih_build_task
+        from rpu.airflow.outbound_tasks import atih_build_task
 
         return atih_build_task(plan, establishment)
 
     # Runs when builds failed too: what was built goes out; skipped when the month was not due.
     @task(trigger_rule="all_done_min_one_success")
     def deliver(planned: list[dict] | None = None, built: list[dict] | None = None) -> dict:
-        from rpu.outbound_tasks import atih_builds, atih_deliver_task
+        from rpu.airflow.outbound_tasks import atih_builds, atih_deliver_task
 
         return atih_deliver_task(atih_builds(planned, built))
 
     # Runs when deliver failed too: the ORU gets the table with ATIH's answers.
     @task(trigger_rule="all_done_min_one_success")
     def reconcile(plan: dict, planned: list[dict] | None = None, built: list[dict] | None = None) -> dict:
-        from rpu.outbound_tasks import atih_builds, atih_reconcile_task
+        from rpu.airflow.outbound_tasks import atih_builds, atih_reconcile_task
 
         return atih_reconcile_task(plan, atih_builds(planned, built))
 

@@ -49,8 +49,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, task
 
-from rpu.airflow_glue import SCHEDULE_TIMEZONE, default_args
-from rpu.feedback_tasks import add_heartbeat
+from rpu.airflow.feedback_tasks import add_heartbeat
+from rpu.airflow.glue import SCHEDULE_TIMEZONE, default_args
 
 
 @dag(
@@ -77,20 +77,20 @@ from rpu.feedback_tasks import add_heartbeat
 def rpu_establishment_reports():
     @task
     def plan() -> dict:
-        from rpu.feedback_tasks import plan_reports_task
+        from rpu.airflow.feedback_tasks import plan_reports_task
 
         return plan_reports_task()
 
     @task
     def build_reports(period: dict) -> dict:
-        from rpu.feedback_tasks import build_reports_task
+        from rpu.airflow.feedback_tasks import build_reports_task
 
         return build_reports_task(period)
 
     # Runs when build_reports failed too: the reports built go out.
     @task(trigger_rule="all_done_min_one_success")
     def deliver(built: dict | None = None) -> dict:
-        from rpu.feedback_tasks import deliver_reports_task
+        from rpu.airflow.feedback_tasks import deliver_reports_task
 
         return deliver_reports_task(built)
 

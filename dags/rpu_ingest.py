@@ -61,8 +61,8 @@ from datetime import datetime
 
 from airflow.sdk import dag, task
 
-from rpu.airflow_glue import DB_POOL, RPU_TABLE, default_args
-from rpu.feedback_tasks import add_heartbeat
+from rpu.airflow.feedback_tasks import add_heartbeat
+from rpu.airflow.glue import DB_POOL, RPU_TABLE, default_args
 
 
 @dag(
@@ -78,33 +78,33 @@ from rpu.feedback_tasks import add_heartbeat
 def rpu_ingest():
     @task
     def sync_registry() -> list[str]:
-        from rpu.tasks import sync_registry_task
+        from rpu.airflow.ingest_tasks import sync_registry_task
 
         return sync_registry_task()
 
     @task
     def list_files() -> list[dict]:
-        from rpu.tasks import list_files_task
+        from rpu.airflow.ingest_tasks import list_files_task
 
         return list_files_task()
 
     # One instance per establishment with files, named by its FINESS in the UI.
     @task(pool=DB_POOL, map_index_template="{{ task.op_kwargs['establishment']['finess'] }}")
     def load(establishment: dict) -> dict:
-        from rpu.tasks import load_task
+        from rpu.airflow.ingest_tasks import load_task
 
         return load_task(establishment)
 
     # Runs when loads failed too: what the others loaded is announced.
     @task(outlets=[RPU_TABLE], trigger_rule="all_done")
     def announce_new_data() -> int:
-        from rpu.tasks import announce_task
+        from rpu.airflow.ingest_tasks import announce_task
 
         return announce_task()
 
     @task(trigger_rule="all_done")
     def summarize(planned: list[dict] | None, loaded: list[dict] | None) -> dict:
-        from rpu.tasks import summarize_task
+        from rpu.airflow.ingest_tasks import summarize_task
 
         return summarize_task(planned, loaded)
 

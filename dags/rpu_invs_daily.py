@@ -58,8 +58,8 @@ from datetime import datetime
 
 from airflow.sdk import CronTriggerTimetable, dag, task
 
-from rpu.airflow_glue import DB_POOL, SCHEDULE_TIMEZONE, default_args
-from rpu.feedback_tasks import add_heartbeat
+from rpu.airflow.feedback_tasks import add_heartbeat
+from rpu.airflow.glue import DB_POOL, SCHEDULE_TIMEZONE, default_args
 
 
 @dag(
@@ -77,21 +77,21 @@ from rpu.feedback_tasks import add_heartbeat
 def rpu_invs_daily():
     @task
     def plan_sends() -> list[dict]:
-        from rpu.outbound_tasks import invs_plan_task
+        from rpu.airflow.outbound_tasks import invs_plan_task
 
         return invs_plan_task()
 
     # One instance per establishment to send, named by its FINESS in the UI.
     @task(pool=DB_POOL, map_index_template="{{ task.op_kwargs['establishment']['label'] }}")
     def build_send(establishment: dict) -> dict:
-        from rpu.outbound_tasks import invs_build_task
+        from rpu.airflow.outbound_tasks import invs_build_task
 
         return invs_build_task(establishment)
 
     # Runs when builds (or the plan) failed too: the pending sends of earlier days (and replays) still go.
     @task(trigger_rule="all_done")
     def deliver(planned: list[dict] | None = None, built: list[dict] | None = None) -> dict:
-        from rpu.outbound_tasks import invs_builds, invs_deliver_task
+        from rpu.airflow.outbound_tasks import invs_builds, invs_deliver_task
 
         return invs_deliver_task(invs_builds(planned, built))
 

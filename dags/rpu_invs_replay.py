@@ -72,7 +72,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, task
 
-from rpu.airflow_glue import default_args
+from rpu.airflow.glue import default_args
 
 FINESS_PATTERN = r"^(?:[0-9]{2}|2[AB])[0-9]{7}$"
 
@@ -112,8 +112,8 @@ def rpu_invs_replay():
         ARS's answer (French, on the run: log and XCom « refus »), not an incident: no e-mail."""
         from zoneinfo import ZoneInfo
 
-        from rpu import airflow_glue as glue
-        from rpu import replay
+        from rpu.airflow import glue
+        from rpu.flows import replay
 
         region = glue.region()
         # The user who triggered the run (UI, API); "inconnu" if Airflow does not say.
@@ -137,11 +137,11 @@ def rpu_invs_replay():
         import logging
         import tempfile
 
-        from rpu import airflow_glue as glue
-        from rpu import replay
-        from rpu.invs import local_now
+        from rpu.airflow import glue
+        from rpu.flows import replay
+        from rpu.flows.invs import local_now
 
-        log = logging.getLogger("rpu.replay")
+        log = logging.getLogger("rpu.flows.replay")
         checked = replay.ReplayRequest.from_dict(request)
         now = local_now(glue.region().timezone)  # the EXTRACT of the file, local time
         with glue.database() as conn:
@@ -164,8 +164,8 @@ def rpu_invs_replay():
 
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from rpu import airflow_glue as glue
-        from rpu import replay
+        from rpu.airflow import glue
+        from rpu.flows import replay
 
         if built["dry_run"]:
             raise AirflowSkipException(f"Simulation : rien n'est envoyé ({built['visits']} passages). Pour l'envoi "

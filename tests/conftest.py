@@ -59,7 +59,7 @@ if str(REPO_ROOT / "plugins") not in sys.path:
 
 import pytest  # noqa: E402
 
-from rpu.local_services import (  # noqa: E402
+from rpu.sandbox.local_services import (  # noqa: E402
     RedisServer,
     SftpServer,
     SmtpSink,
@@ -224,10 +224,10 @@ def demo_env(state: Path, port: int) -> dict[str, str]:
 
 
 def rpu_demo(action: str, env: dict[str, str], timeout: float = 300, *args: str):
-    """``python -m rpu.demo ACTION`` as a child process, as ``make run`` / ``make stop`` run it."""
+    """``python -m rpu.sandbox.demo ACTION`` as a child process, as ``make run`` / ``make stop`` run it."""
     import subprocess
 
-    return subprocess.run([sys.executable, "-m", "rpu.demo", action, *args], env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "rpu.sandbox.demo", action, *args], env=env, capture_output=True, text=True,
                           timeout=timeout, cwd=REPO_ROOT)
 
 
@@ -237,7 +237,7 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     directory, its own databases; stopped and purged at the end, even on failure."""
     import time
 
-    from rpu.demo import DemoState, free_port
+    from rpu.sandbox.demo import DemoState, free_port
 
     state_root = tmp_path_factory.mktemp("demo") / "state"
     port = free_port()

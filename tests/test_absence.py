@@ -14,12 +14,13 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from rpu import absence, registry
-from rpu import region as region_config
-from rpu.generator import demo_establishments, write_oscour_file
-from rpu.loader import load_file
-from rpu.local_services import postgres_airflow_connection
-from rpu.store import migrate
+from rpu.config import region as region_config
+from rpu.flows import absence
+from rpu.sandbox.generator import demo_establishments, write_oscour_file
+from rpu.sandbox.local_services import postgres_airflow_connection
+from rpu.store import registry
+from rpu.store.db import migrate
+from rpu.store.loader import load_file
 
 REPO = Path(__file__).resolve().parent.parent
 TZ = ZoneInfo("Europe/Paris")

@@ -26,11 +26,13 @@ import pytest
 from lxml import html as lxml_html
 from psycopg import sql
 
-from rpu import ars_export, quality, registry, sends, store, timeliness
-from rpu import region as region_config
-from rpu.generator import demo_establishments, write_oscour_file
-from rpu.loader import load_file
-from rpu.local_services import create_database, database_url, drop_database, postgres_airflow_connection
+from rpu.config import region as region_config
+from rpu.flows import ars_export
+from rpu.sandbox.generator import demo_establishments, write_oscour_file
+from rpu.sandbox.local_services import create_database, database_url, drop_database, postgres_airflow_connection
+from rpu.store import db as store
+from rpu.store import quality, registry, sends, timeliness
+from rpu.store.loader import load_file
 
 EXPORT_DAY = date(2026, 3, 16)  # a Monday: the data runs from 1 January to Sunday 15 March
 FIRST_DAY = EXPORT_DAY - timedelta(days=14)

@@ -25,14 +25,16 @@ import pytest
 from lxml import etree
 from psycopg.rows import class_row
 
-from rpu import atih, extract, generator, registry, sends
-from rpu import region as region_config
-from rpu.build_cli import register_build_commands
-from rpu.loader import load_file
-from rpu.local_services import postgres_airflow_connection
-from rpu.store import migrate
-from rpu.syrius import CodegeoTable
-from rpu.validation import inspect_file
+from rpu.cli.build import register_build_commands
+from rpu.config import region as region_config
+from rpu.flows import atih
+from rpu.formats.syrius import CodegeoTable
+from rpu.formats.validation import inspect_file
+from rpu.sandbox import generator
+from rpu.sandbox.local_services import postgres_airflow_connection
+from rpu.store import extract, registry, sends
+from rpu.store.db import migrate
+from rpu.store.loader import load_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ALPHA, BRAVO, PARALLEL = generator.demo_establishments(3, seed=5)

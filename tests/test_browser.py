@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import REPO_ROOT
 
-from rpu.demo import ARS_DIR, AirflowApi, demo_establishments
+from rpu.sandbox.demo import ARS_DIR, AirflowApi, demo_establishments
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 

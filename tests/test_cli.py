@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 
-from rpu.generator import demo_establishments, write_oscour_file
+from rpu.sandbox.generator import demo_establishments, write_oscour_file
 
 REPO = Path(__file__).resolve().parent.parent
 FINESS = demo_establishments(1)[0]["finess"]

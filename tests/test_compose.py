@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rpu.access import FAB_AUTH_MANAGER
-from rpu.region_cli import CONNECTION_IDS, CONTAINER_EXPORTS_DIR, CONTAINER_REGION_DIR, _read_env_file, init_region
+from rpu.airflow.access import FAB_AUTH_MANAGER
+from rpu.cli.region import CONNECTION_IDS, CONTAINER_EXPORTS_DIR, CONTAINER_REGION_DIR, _read_env_file, init_region
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yaml"
@@ -84,7 +84,7 @@ def test_airflow_runs_with_the_local_executor_and_reaches_its_execution_api(serv
         assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", name
         assert re.fullmatch(r"db\+postgresql\+psycopg2://airflow:\$\{AIRFLOW_DB_PASSWORD:\?[^}]+\}@postgres:5432/airflow",
                             env["AIRFLOW__CELERY__RESULT_BACKEND"]), name
-        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER, name  # DAG-level rights (rpu.access)
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER, name  # DAG-level rights (rpu.airflow.access)
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/", name
         assert re.fullmatch(r"postgresql\+psycopg2://airflow:\$\{AIRFLOW_DB_PASSWORD:\?[^}]+\}@postgres:5432/airflow",
                             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]), name

@@ -15,14 +15,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from rpu import cli, schemas, store
-from rpu.atih import build_syrius
-from rpu.invs import build_oscour
-from rpu.loader import apply_held, load_file
-from rpu.model import Header, Visit, VolumeGuard
-from rpu.oscour_writer import header_xml, write_oscour
-from rpu.syrius import CodegeoTable, write_syrius_zip
-from rpu.validation import inspect_file
+from rpu.cli import main as cli
+from rpu.flows.atih import build_syrius
+from rpu.flows.invs import build_oscour
+from rpu.formats import schemas
+from rpu.formats.model import Header, Visit, VolumeGuard
+from rpu.formats.oscour_writer import header_xml, write_oscour
+from rpu.formats.syrius import CodegeoTable, write_syrius_zip
+from rpu.formats.validation import inspect_file
+from rpu.store import db as store
+from rpu.store.loader import apply_held, load_file
 
 FINESS = "670780691"
 DAY0 = date(2026, 3, 1)
@@ -30,7 +32,7 @@ DAY0 = date(2026, 3, 1)
 
 @pytest.fixture(scope="module")
 def module_db(pg_admin_url):
-    from rpu.local_services import create_database, drop_database
+    from rpu.sandbox.local_services import create_database, drop_database
 
     name = "rpu_test_days_" + random.Random().randbytes(4).hex()
     url = create_database(pg_admin_url, name)
@@ -256,7 +258,7 @@ def test_a_sixty_percent_drop_is_held_and_thresholds_come_from_the_region(conn, 
     # A smaller drop is the ordinary life of a 7-day window.
     ok = day_file(tmp_path, "c.xml", date(2026, 3, 1), date(2026, 3, 7), datetime(2026, 3, 10, 2), 3, seed=2)
     assert load_file(conn, ok).status == "loaded"
-    from rpu.region import parse
+    from rpu.config.region import parse
 
     region = parse({"region": {"code": "T", "name": "T", "operator_emails": ["a@b.c"]},
                     "intake": {"hold_when_drop_over": 0.7, "hold_when_day_emptied": False}})
@@ -332,7 +334,7 @@ def test_an_extension_out_of_place_is_flagged_and_carried_after_orient(conn, tmp
 
 
 def test_every_producer_variant_comes_out_schema_valid(conn, tmp_path):
-    from rpu.generator import VARIANTS, write_oscour_file
+    from rpu.sandbox.generator import VARIANTS, write_oscour_file
 
     for i, variant in enumerate(VARIANTS):
         path = tmp_path / f"{variant}.xml"

@@ -21,8 +21,8 @@ import paramiko
 import pytest
 from conftest import rpu_demo
 
-from rpu import region
-from rpu.demo import (
+from rpu.config import region
+from rpu.sandbox.demo import (
     INBOX_DIR,
     AirflowApi,
     demo_establishments,
@@ -61,7 +61,7 @@ def _leaders(state_root: Path, port: int) -> dict[str, int]:
                 continue
         except (FileNotFoundError, ProcessLookupError):
             continue
-        for name in ("scheduler", "dag-processor", "triggerer", "api_server", "rpu.demo sftp", "rpu.demo smtp"):
+        for name in ("scheduler", "dag-processor", "triggerer", "api_server", "rpu.sandbox.demo sftp", "rpu.sandbox.demo smtp"):
             if name in cmdline:
                 counts[name] = counts.get(name, 0) + 1
     return counts
@@ -223,7 +223,7 @@ def test_first_start_runs_each_dag_once(demo):
 def test_the_demo_fits_a_laptop(demo):
     """Under 1 GiB (proportional set size, shared pages counted once) once every DAG has run:
     task slots sized to the machine (not 32 idle workers), no log-serving processes."""
-    from rpu.sizing import airflow_parallelism
+    from rpu.config.sizing import airflow_parallelism
 
     wait_for_the_scenario(demo)
     slots = airflow_parallelism(os.cpu_count(), len(demo_establishments()))
@@ -253,7 +253,7 @@ def test_start_again_is_safe(demo):
     after = {name: (p.pid, p.start_ticks) for name, p in demo["state"].processes().items() if p.alive()}
     assert {k: v for k, v in after.items() if k != "scenario"} == {k: v for k, v in before.items() if k != "scenario"}
     assert _leaders(demo["state"].root, demo["port"]) == {"scheduler": 1, "dag-processor": 1, "api_server": 1,
-                                            "rpu.demo sftp": 1, "rpu.demo smtp": 1}
+                                            "rpu.sandbox.demo sftp": 1, "rpu.sandbox.demo smtp": 1}
 
 
 def test_start_restarts_only_what_died(demo):

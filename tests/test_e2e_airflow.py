@@ -1,6 +1,6 @@
 """End to end, on a real Airflow: scheduler, dag-processor, triggerer and API server
 (LocalExecutor, metadata on PostgreSQL, FAB auth manager), each in its own process group,
-started the way ``rpu demo start`` starts them (:class:`rpu.demo.AirflowSite`).
+started the way ``rpu demo start`` starts them (:class:`rpu.sandbox.demo.AirflowSite`).
 
 Through the REST API v2, as the people of the region would:
 
@@ -11,7 +11,7 @@ Through the REST API v2, as the people of the region would:
 - the refusals: the ARS user may read everything but not trigger or change any other DAG,
   connections or variables; an establishment's account sees no DAG at all.
 
-Plus the ``[access]`` table of the region file (:mod:`rpu.access`), without Airflow.
+Plus the ``[access]`` table of the region file (:mod:`rpu.airflow.access`), without Airflow.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from rpu import access, generator, region
-from rpu.demo import AirflowApi, AirflowSite, free_port, sqlalchemy_url, stop_groups, tail
-from rpu.local_services import postgres_airflow_connection
-from rpu.region import RegionConfigError
+from rpu.airflow import access
+from rpu.config import region
+from rpu.config.region import RegionConfigError
+from rpu.sandbox import generator
+from rpu.sandbox.demo import AirflowApi, AirflowSite, free_port, sqlalchemy_url, stop_groups, tail
+from rpu.sandbox.local_services import postgres_airflow_connection
 
 TZ = ZoneInfo("Europe/Paris")
 

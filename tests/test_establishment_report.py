@@ -13,12 +13,15 @@ import psycopg
 import pytest
 from lxml import html as lxml_html
 
-from rpu import cli, establishment_report, generator, quality, registry, timeliness
-from rpu import region as region_config
-from rpu.loader import load_file
-from rpu.local_services import postgres_airflow_connection
-from rpu.store import migrate
-from rpu.templating import fr_hours
+from rpu.cli import main as cli
+from rpu.config import region as region_config
+from rpu.flows import establishment_report
+from rpu.flows.templating import fr_hours
+from rpu.sandbox import generator
+from rpu.sandbox.local_services import postgres_airflow_connection
+from rpu.store import quality, registry, timeliness
+from rpu.store.db import migrate
+from rpu.store.loader import load_file
 
 REPO = Path(__file__).resolve().parent.parent
 LIVE, PARALLEL, ONBOARDING, INACTIVE = generator.demo_establishments(4, seed=31)

@@ -10,9 +10,9 @@ from datetime import date, datetime, timedelta
 import pytest
 from lxml import etree
 
-from rpu import generator
-from rpu.finess import check_digit_ok, is_well_formed
-from rpu.generator import (
+from rpu.formats.finess import check_digit_ok, is_well_formed
+from rpu.sandbox import generator
+from rpu.sandbox.generator import (
     DEFECTS,
     FILE_DEFECTS,
     RECORD_DEFECTS,
@@ -315,7 +315,7 @@ def test_unknown_defect_is_refused(tmp_path):
 
 def test_defects_raise_only_their_own_rule(tmp_path):
     """Cross-check with the concentrator's validation, when it is there."""
-    validation = pytest.importorskip("rpu.validation")
+    validation = pytest.importorskip("rpu.formats.validation")
     for defect in DEFECTS:
         path, _ = write(tmp_path, f"{defect}.xml", visits_per_day=10, end=START, defects=(defect,),
                         variant="selfclosing+padding")

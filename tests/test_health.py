@@ -13,11 +13,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from rpu import cli, health
-from rpu import region as region_config
-from rpu.generator import demo_establishments
-from rpu.local_services import postgres_airflow_connection
-from rpu.store import migrate
+from rpu.cli import main as cli
+from rpu.config import region as region_config
+from rpu.flows import health
+from rpu.sandbox.generator import demo_establishments
+from rpu.sandbox.local_services import postgres_airflow_connection
+from rpu.store.db import migrate
 
 REPO = Path(__file__).resolve().parent.parent
 [ESTABLISHMENT] = demo_establishments(1, seed=21)

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rpu import store
-from rpu.generator import write_oscour_file
-from rpu.loader import Busy, Limits, load_file, revoke_file
-from rpu.validation import inspect_file
+from rpu.formats.validation import inspect_file
+from rpu.sandbox.generator import write_oscour_file
+from rpu.store import db as store
+from rpu.store.loader import Busy, Limits, load_file, revoke_file
 
 FINESS = "670780691"
 HEAD = (b'<?xml version="1.0"?><OSCOUR><ETABLISSEMENT><FINESS>670780691</FINESS><ORDRE>0</ORDRE>'
@@ -75,7 +75,7 @@ def test_records_spelt_otherwise_reject_the_file_with_the_count():
 def test_empty_passages_are_released_as_read():
     """8.8 MB of <PASSAGES/> once took 64 s: each chunk scanned every element kept so far. They
     are now released as they end, so the tree stays small and the parse linear in the size."""
-    from rpu.oscour import OscourReader
+    from rpu.formats.oscour import OscourReader
 
     reader = OscourReader(io.BytesIO(HEAD + b"<PASSAGES/>" * 400_000 + b"</OSCOUR>"))
     assert list(reader) == []
@@ -180,7 +180,7 @@ def test_validate_and_load_agree(module_conn, tmp_path_factory, seed_file, kinds
 
 @pytest.fixture(scope="module")
 def module_conn(pg_admin_url):
-    from rpu.local_services import create_database, drop_database
+    from rpu.sandbox.local_services import create_database, drop_database
 
     name = "rpu_test_fuzz_" + random.Random().randbytes(4).hex()
     url = create_database(pg_admin_url, name)
@@ -203,7 +203,7 @@ def _week(tmp_path, name, extract_day, per_day=5, seed=1):
 
 
 def test_an_unexpected_error_is_a_verdict_and_keeps_nothing(conn, tmp_path, monkeypatch):
-    from rpu import validation
+    from rpu.formats import validation
 
     def broken(*_args, **_kwargs):
         raise ZeroDivisionError("a bug")
@@ -261,7 +261,7 @@ def test_a_load_never_waits_forever_on_its_establishment(conn, tmp_path):
 
 
 def test_revoking_a_wrong_file_gives_each_day_back_to_the_next_file(conn, tmp_path, capsys):
-    from rpu import cli
+    from rpu.cli import main as cli
 
     first = load_file(conn, _week(tmp_path, "a.xml", 8, per_day=6))
     conn.commit()
@@ -289,7 +289,8 @@ def test_revoking_a_wrong_file_gives_each_day_back_to_the_next_file(conn, tmp_pa
 def test_rpu_validate_gives_a_json_verdict_for_every_input_and_exit_3_on_a_crash(tmp_path, capsys, monkeypatch):
     import json
 
-    from rpu import cli, validation
+    from rpu.cli import main as cli
+    from rpu.formats import validation
 
     good, bad = tmp_path / "good.xml", tmp_path / "bad.xml"
     write_oscour_file(good, FINESS, 0, date(2026, 3, 1), date(2026, 3, 3), visits_per_day=3,

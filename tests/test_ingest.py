@@ -12,11 +12,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from rpu import region as region_config
-from rpu.generator import demo_establishments, write_oscour_file
-from rpu.ingest import SftpInbox, run_ingest
-from rpu.local_services import postgres_airflow_connection
-from rpu.store import migrate
+from rpu.config import region as region_config
+from rpu.flows.ingest import SftpInbox, run_ingest
+from rpu.sandbox.generator import demo_establishments, write_oscour_file
+from rpu.sandbox.local_services import postgres_airflow_connection
+from rpu.store.db import migrate
 
 REPO = Path(__file__).resolve().parent.parent
 ESTABLISHMENTS = demo_establishments(20, seed=5)

@@ -17,13 +17,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from rpu import extract, generator, invs, registry, sends
-from rpu import region as region_config
-from rpu.build_cli import register_build_commands
-from rpu.loader import load_file
-from rpu.local_services import postgres_airflow_connection
-from rpu.store import migrate
-from rpu.validation import inspect_file
+from rpu.cli.build import register_build_commands
+from rpu.config import region as region_config
+from rpu.flows import invs
+from rpu.formats.validation import inspect_file
+from rpu.sandbox import generator
+from rpu.sandbox.local_services import postgres_airflow_connection
+from rpu.store import extract, registry, sends
+from rpu.store.db import migrate
+from rpu.store.loader import load_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LIVE, PARALLEL, ONBOARDING, INACTIVE = generator.demo_establishments(4, seed=7)
@@ -204,7 +206,7 @@ def test_rpu_build_oscour_command(conn, db, region, tmp_path, capsys):
     assert not report.rejected and len(visits) == extract.count_visits(conn, LIVE["finess"], 0, date(2026, 6, 2),
                                                                          date(2026, 6, 3))
     assert str(len(visits)) in capsys.readouterr().out
-    from rpu.cli import UsageError
+    from rpu.cli.errors import UsageError
 
     reversed_period = parser.parse_args(["build", "oscour", "--finess", LIVE["finess"], "--start", "2026-06-03",
                                          "--end", "2026-06-02", "--database", db, "--output", str(out)])

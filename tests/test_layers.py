@@ -1,7 +1,8 @@
-"""The package's layers (ARCHITECTURE.md) and the rules between them, checked on the imports.
+"""The package's layers (ARCHITECTURE.md) are its folders; the rules between them, checked on the imports.
 
-Every module of ``plugins/rpu`` belongs to one layer; a layer imports only the layers under it.
-A new module must be placed here, in its layer, or this test fails.
+``plugins/rpu/<layer>/`` for each layer, from the bottom up: a layer imports only its own and the
+ones under it; formats and flows never import Airflow; formats never open a database; nothing
+but ``cli`` imports ``cli``; no import cycle at load time.
 """
 
 from __future__ import annotations
@@ -12,21 +13,13 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "plugins" / "rpu"
-# From the bottom up: each layer may import its own and the ones before it.
-LAYERS = {
-    "formats": ("oscour", "oscour_writer", "syrius", "validation", "rules", "nomenclature", "finess", "model",
-                "schemas", "wording"),
-    "config": ("region", "mail", "sizing"),
-    "store": ("store", "loader", "sends", "registry", "extract", "quality", "timeliness"),
-    "flows": ("ingest", "invs", "atih", "ars_export", "absence", "replay", "switch", "report", "health",
-              "establishment_report", "timeliness_report", "templating", "charts"),
-    "airflow": ("airflow_glue", "tasks", "outbound_tasks", "ars_tasks", "feedback_tasks", "access", "pools",
-                "workers"),
-    "sandbox": ("demo", "local_services", "generator"),
-    "cli": ("cli", "build_cli", "region_cli", "monitor_cli", "files_cli", "feedback_cli"),
-}
+# From the bottom up: each layer may import its own and the ones before it (the sandbox, for
+# the demo and the tests only, is imported by nothing but the command line).
 ORDER = ("formats", "config", "store", "flows", "airflow", "sandbox", "cli")
-LAYER_OF = {module: layer for layer, modules in LAYERS.items() for module in modules}
+
+
+def modules(layer: str) -> list[Path]:
+    return sorted((PACKAGE / layer).glob("*.py"))
 
 
 def imports(path: Path) -> set[str]:
@@ -37,37 +30,86 @@ def imports(path: Path) -> set[str]:
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
             found.add(node.module)
-            if node.module == "rpu":
-                found.update(f"rpu.{alias.name}" for alias in node.names)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
     return found
 
 
-def ours(path: Path) -> set[str]:
-    return {m.split(".")[1] for m in imports(path) if m.startswith("rpu.") and m.split(".")[1] in LAYER_OF}
+def layers_imported(path: Path) -> set[str]:
+    return {m.split(".")[1] for m in imports(path) if m.startswith("rpu.") and m.split(".")[1] in ORDER}
 
 
-def test_every_module_has_its_layer():
-    modules = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
-    assert modules - set(LAYER_OF) == set(), "place the new module in a layer (here and in ARCHITECTURE.md)"
-    assert set(LAYER_OF) - modules == set()
+def test_the_package_is_its_layers():
+    loose = {p.name for p in PACKAGE.glob("*.py")} - {"__init__.py", "__main__.py"}
+    assert not loose, f"modules outside a layer folder: {sorted(loose)} (place them, and say so in ARCHITECTURE.md)"
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders == set(ORDER)
 
 
 @pytest.mark.parametrize("layer", [layer for layer in ORDER if layer not in ("airflow", "cli")])
 def test_only_the_airflow_layer_imports_airflow(layer):
-    for module in LAYERS[layer]:
-        found = {m for m in imports(PACKAGE / f"{module}.py") if m == "airflow" or m.startswith("airflow.")}
-        assert not found, f"{module}.py imports {sorted(found)}"
+    for path in modules(layer):
+        found = {m for m in imports(path) if m == "airflow" or m.startswith("airflow.")}
+        assert not found, f"{layer}/{path.name} imports {sorted(found)}"
 
 
 def test_formats_need_no_database():
-    for module in LAYERS["formats"]:
-        found = {m for m in imports(PACKAGE / f"{module}.py") if m.split(".")[0] in ("psycopg", "sqlalchemy")}
-        assert not found, f"{module}.py imports {sorted(found)}"
+    for path in modules("formats"):
+        found = {m for m in imports(path) if m.split(".")[0] in ("psycopg", "sqlalchemy")}
+        assert not found, f"formats/{path.name} imports {sorted(found)}"
 
 
 @pytest.mark.parametrize("layer", ORDER)
 def test_layers_import_only_their_own_or_lower(layer):
-    allowed = set(ORDER[: ORDER.index(layer) + 1]) - ({"sandbox"} if layer != "sandbox" and layer != "cli" else set())
-    for module in LAYERS[layer]:
-        wrong = {m for m in ours(PACKAGE / f"{module}.py") if LAYER_OF[m] not in allowed}
-        assert not wrong, f"{module}.py ({layer}) imports {sorted(wrong)} from a higher layer"
+    allowed = set(ORDER[: ORDER.index(layer) + 1])
+    if layer not in ("sandbox", "cli"):
+        allowed.discard("sandbox")
+    for path in modules(layer):
+        wrong = layers_imported(path) - allowed
+        assert not wrong, f"{layer}/{path.name} imports {sorted(wrong)} from a higher layer"
+
+
+def test_nothing_below_the_command_line_imports_it():
+    for layer in ORDER[:-1]:
+        for path in modules(layer):
+            assert "cli" not in layers_imported(path), f"{layer}/{path.name} imports rpu.cli"
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """The rpu modules a file imports when it is loaded (not those imported inside functions)."""
+    found = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rpu."):
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("rpu."))
+    return found
+
+
+def test_no_import_cycle():
+    """A cycle of imports at load time breaks depending on which module is imported first."""
+    graph = {f"rpu.{layer}.{path.stem}": top_level_imports(path) for layer in ORDER for path in modules(layer)}
+    graph = {name: {m for m in found if m in graph and m != name} for name, found in graph.items()}
+    done, path = set(), []
+
+    def visit(name):
+        if name in path:
+            raise AssertionError("import cycle: " + " -> ".join([*path[path.index(name):], name]))
+        if name not in done:
+            path.append(name)
+            for other in sorted(graph[name]):
+                visit(other)
+            path.pop()
+            done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
+
+
+def test_the_layers_are_described():
+    text = (PACKAGE.parent.parent / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    for layer in ORDER:
+        assert f"`{layer}/`" in text, f"ARCHITECTURE.md says nothing of {layer}/"
+        for path in modules(layer):
+            if path.stem != "__init__":
+                assert f"`{path.stem}`" in text, f"ARCHITECTURE.md does not place {layer}/{path.name}"

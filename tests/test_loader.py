@@ -13,9 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from rpu import store
-from rpu.generator import demo_establishments, write_oscour_file
-from rpu.loader import load_file
+from rpu.sandbox.generator import demo_establishments, write_oscour_file
+from rpu.store import db as store
+from rpu.store.loader import load_file
 
 REPO = Path(__file__).resolve().parent.parent
 FINESS = demo_establishments(2)[1]["finess"]

@@ -13,7 +13,7 @@ import paramiko
 import psycopg
 import pytest
 
-from rpu.local_services import (
+from rpu.sandbox.local_services import (
     SftpServer,
     SmtpSink,
     create_database,

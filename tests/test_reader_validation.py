@@ -8,11 +8,11 @@ from datetime import date, datetime
 
 import pytest
 
-from rpu import finess
-from rpu.generator import DEFECTS, FILE_DEFECTS, VARIANTS, demo_establishments, write_oscour_file
-from rpu.oscour import OscourReader
-from rpu.rules import RULES
-from rpu.validation import inspect_file, parse_datetime
+from rpu.formats import finess
+from rpu.formats.oscour import OscourReader
+from rpu.formats.rules import RULES
+from rpu.formats.validation import inspect_file, parse_datetime
+from rpu.sandbox.generator import DEFECTS, FILE_DEFECTS, VARIANTS, demo_establishments, write_oscour_file
 
 FINESS = demo_establishments(1)[0]["finess"]
 START, END = date(2026, 11, 16), date(2026, 11, 22)

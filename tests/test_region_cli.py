@@ -17,11 +17,7 @@ import pytest
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 
-from rpu import region as region_config
-from rpu import store
-from rpu.generator import demo_establishments
-from rpu.local_services import postgres_airflow_connection
-from rpu.region_cli import (
+from rpu.cli.region import (
     CONNECTION_IDS,
     PLACEHOLDER,
     _read_env_file,
@@ -29,6 +25,10 @@ from rpu.region_cli import (
     parse_connection,
     register_region_commands,
 )
+from rpu.config import region as region_config
+from rpu.sandbox.generator import demo_establishments
+from rpu.sandbox.local_services import postgres_airflow_connection
+from rpu.store import db as store
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET_KEYS = ("POSTGRES_PASSWORD", "AIRFLOW_DB_PASSWORD", "RPU_DB_PASSWORD", "AIRFLOW_FERNET_KEY",
@@ -38,7 +38,7 @@ ESTABLISHMENT = demo_establishments(1)[0]
 
 
 def rpu(capsys, *argv) -> tuple[int, str, str]:
-    """``rpu region ...`` through a parser built here, as rpu.cli builds it."""
+    """``rpu region ...`` through a parser built here, as rpu.cli.main builds it."""
     parser = argparse.ArgumentParser(prog="rpu")
     register_region_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args([str(a) for a in argv])
@@ -388,7 +388,7 @@ def test_connections_in_uri_form_are_read_like_airflow_reads_them():
 
 
 def test_connection_ids_are_airflow_glue_s():
-    from rpu import airflow_glue
+    from rpu.airflow import glue as airflow_glue
 
     assert set(CONNECTION_IDS) == {airflow_glue.DB_CONN_ID, airflow_glue.INBOX_CONN_ID, airflow_glue.INVS_CONN_ID,
                                    airflow_glue.ATIH_CONN_ID, airflow_glue.ARS_CONN_ID, airflow_glue.SMTP_CONN_ID}

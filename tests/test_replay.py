@@ -15,13 +15,14 @@ import psycopg
 import pytest
 from lxml import etree
 
-from rpu import absence, registry, replay
-from rpu import region as region_config
-from rpu.finess import with_check_digit
-from rpu.generator import demo_establishments, write_oscour_file
-from rpu.loader import load_file
-from rpu.local_services import postgres_airflow_connection
-from rpu.store import migrate
+from rpu.config import region as region_config
+from rpu.flows import absence, replay
+from rpu.formats.finess import with_check_digit
+from rpu.sandbox.generator import demo_establishments, write_oscour_file
+from rpu.sandbox.local_services import postgres_airflow_connection
+from rpu.store import registry
+from rpu.store.db import migrate
+from rpu.store.loader import load_file
 
 REPO = Path(__file__).resolve().parent.parent
 TZ = ZoneInfo("Europe/Paris")
@@ -112,7 +113,7 @@ def replay_needed(conn, region, tmp_path) -> absence.Episode:
 @pytest.fixture(scope="module")
 def scenario_url(pg_admin_url, tmp_path_factory):
     """The same scenario, built once for the tests that only read it."""
-    from rpu.local_services import create_database, drop_database
+    from rpu.sandbox.local_services import create_database, drop_database
 
     folder = tmp_path_factory.mktemp("replay-scenario")
     region = write_region(folder)
@@ -247,7 +248,7 @@ def test_the_replay_dag_dry_run_then_for_real(airflow_db, replay_needed, conn, c
 
 def test_the_replay_dag_with_the_server_down_journals_the_failed_attempt(airflow_db, replay_needed, conn, clean_sftp,
                                                                          replay_dag):
-    from rpu import sends
+    from rpu.store import sends
 
     clean_sftp.stop()
     try:
@@ -342,7 +343,7 @@ def test_the_form_refuses_bad_params_before_any_run(airflow_db, replay_dag, conf
 
 
 def test_a_daily_file_carrying_the_catch_up_file_also_closes_the_episode(conn, tmp_path, replay_needed):
-    from rpu import sends
+    from rpu.store import sends
 
     path = tmp_path / "daily.xml"
     path.write_text("<OSCOUR/>")

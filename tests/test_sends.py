@@ -1,4 +1,4 @@
-"""The outbound journal (rpu.sends): one send delivered by one task at a time, a server down
+"""The outbound journal (rpu.store.sends): one send delivered by one task at a time, a server down
 journaled on every pending send, owner-only files, and the purge of delivered local copies.
 
 Real PostgreSQL (a fresh database per test) and the real SFTP server of tests/conftest.py.
@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from rpu import sends
-from rpu.store import migrate
+from rpu.store import sends
+from rpu.store.db import migrate
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Airflow's task slots for one region, from the machine and the region (rpu.sizing): the demo
+"""Airflow's task slots for one region, from the machine and the region (rpu.config.sizing): the demo
 and `rpu region init` (compose's AIRFLOW_PARALLELISM) use the same rule."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from rpu.sizing import airflow_parallelism
+from rpu.config.sizing import airflow_parallelism
 
 
 @pytest.mark.parametrize(("cores", "establishments", "pool", "slots"), [
@@ -27,7 +27,7 @@ def test_the_machine_is_read_when_not_given():
 
 
 def test_region_init_writes_the_slots_in_the_env_file():
-    from rpu.region_cli import RegionSecrets, render_env
+    from rpu.cli.region import RegionSecrets, render_env
 
     text = render_env("tst", "Région de test", "./regions/tst", RegionSecrets.generate())
     assert f"AIRFLOW_PARALLELISM={airflow_parallelism(None, 0)}" in text.splitlines()

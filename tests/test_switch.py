@@ -11,12 +11,13 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from rpu import region as region_config
-from rpu import registry, switch
-from rpu.generator import demo_establishments, write_oscour_file
-from rpu.loader import load_file
-from rpu.monitor_cli import register_establishment_commands
-from rpu.store import migrate
+from rpu.cli.monitor import register_establishment_commands
+from rpu.config import region as region_config
+from rpu.flows import switch
+from rpu.sandbox.generator import demo_establishments, write_oscour_file
+from rpu.store import registry
+from rpu.store.db import migrate
+from rpu.store.loader import load_file
 
 TZ = ZoneInfo("Europe/Paris")
 P, Q, L = (e["finess"] for e in demo_establishments(3, seed=23))
@@ -179,7 +180,7 @@ def test_sync_reports_changes(db_url, region_path, capsys):
 def test_the_region_file_cannot_bypass_the_seven_days(conn, region_path):
     """Writing status = "live" by hand for a parallel establishment is refused by sync until it
     has its 7 correct days (only `promote --force --reason` overrides, and is recorded)."""
-    from rpu import switch
+    from rpu.flows import switch
 
     region_config.set_establishment_status(region_path, P, 0, "live")
     refused: list[str] = []

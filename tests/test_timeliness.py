@@ -11,12 +11,14 @@ import psycopg
 import pytest
 from lxml import html as lxml_html
 
-from rpu import ars_export, establishment_report, generator, invs, registry, sends, timeliness
-from rpu import region as region_config
-from rpu.loader import load_file
-from rpu.local_services import postgres_airflow_connection
-from rpu.store import migrate
-from rpu.templating import fr_hours
+from rpu.config import region as region_config
+from rpu.flows import ars_export, establishment_report, invs
+from rpu.flows.templating import fr_hours
+from rpu.sandbox import generator
+from rpu.sandbox.local_services import postgres_airflow_connection
+from rpu.store import registry, sends, timeliness
+from rpu.store.db import migrate
+from rpu.store.loader import load_file
 
 TZ = "Europe/Paris"
 LIVE, PARALLEL = generator.demo_establishments(2, seed=11)
@@ -151,7 +153,7 @@ def test_known_delays_from_exit_to_reception_then_to_santé_publique_france(conn
 def test_migration_backfills_the_visits_already_held(fresh_database_url):
     """A database loaded before the timeliness table existed gets one row per visit held, first
     received with the file that holds it now."""
-    from rpu import store
+    from rpu.store import db as store
 
     with psycopg.connect(fresh_database_url(), autocommit=True) as conn:
         conn.execute("CREATE TABLE schema_migration (version integer PRIMARY KEY, name text NOT NULL,"

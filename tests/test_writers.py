@@ -12,9 +12,9 @@ from datetime import date, datetime
 import pytest
 from lxml import etree
 
-from rpu.model import OSCOUR_FIELDS, Header, Visit
-from rpu.oscour_writer import write_oscour, xml_escape
-from rpu.syrius import (
+from rpu.formats.model import OSCOUR_FIELDS, Header, Visit
+from rpu.formats.oscour_writer import write_oscour, xml_escape
+from rpu.formats.syrius import (
     CodegeoTable,
     age_at,
     syrius_entry_name,
@@ -194,9 +194,9 @@ def test_oscour_file_object_left_open_and_no_visit():
 
 
 def test_oscour_round_trip_through_the_reader(tmp_path):
-    validation = pytest.importorskip("rpu.validation")
+    validation = pytest.importorskip("rpu.formats.validation")
     if not hasattr(validation, "inspect_file"):
-        pytest.skip("no rpu.validation.inspect_file")
+        pytest.skip("no rpu.formats.validation.inspect_file")
     sent = [
         full_visit(),
         full_visit(position=2, cp="20000", commune="AJACCIO & <CO>", sexe="M", mode_entree="7", provenance="1",
@@ -426,7 +426,7 @@ def test_syrius_zip_failure_leaves_nothing(tmp_path, codegeo):
 
 
 def test_element_cache_past_its_bound(monkeypatch):
-    from rpu.oscour_writer import ElementCache
+    from rpu.formats.oscour_writer import ElementCache
 
     monkeypatch.setattr(ElementCache, "MAX", 2)
     data, _ = oscour_bytes([full_visit(position=i, motif=f"motif {i} & co") for i in range(5)])

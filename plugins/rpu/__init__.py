@@ -1,8 +1,9 @@
 """Regional RPU concentrator: the domain package.
 
-Everything here is importable without Airflow: reading, validating and writing OSCOUR and
-SYRIUS files, the regional store, the use cases each DAG calls and the ``rpu`` command.
-Only ``rpu.airflow_glue`` imports Airflow.
+One folder per layer, each importing only the ones under it (ARCHITECTURE.md):
+``formats`` (OSCOUR and SYRIUS), ``config`` (the region file), ``store`` (PostgreSQL),
+``flows`` (the use cases), ``airflow`` (the only package importing Airflow), ``sandbox``
+(the demo and test servers) and ``cli`` (the ``rpu`` command).
 """
 
 __version__ = "0.1.0"

@@ -1,0 +1,2 @@
+"""The ``rpu`` command: one module per group of sub-commands. Nothing else imports it.
+"""

@@ -1,0 +1,2 @@
+"""Configuration: the region file (``region.toml``), SMTP settings, the machine's sizing.
+"""

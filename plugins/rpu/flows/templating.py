@@ -1,0 +1,65 @@
+"""What people read is written as Jinja2 templates in ``include/templates/`` (an ORU can read
+and adjust them): HTML with autoescape on, plain text for e-mails. French number and date
+formats are filters here, so templates never format numbers by hand."""
+
+from __future__ import annotations
+
+import os
+from datetime import date, datetime
+from functools import cache
+from pathlib import Path
+
+import jinja2
+
+TEMPLATE_DIR = Path(os.environ.get("RPU_TEMPLATE_DIR", Path(__file__).resolve().parents[3] / "include" / "templates"))
+
+
+def fr_int(value) -> str:
+    return "—" if value is None else f"{int(value):,}".replace(",", "\u202f")
+
+
+def fr_pct(share, digits: int = 1) -> str:
+    return "—" if share is None else f"{share * 100:.{digits}f}".replace(".", ",") + "\u00a0%"
+
+
+def fr_date(day) -> str:
+    return "—" if day is None else f"{day:%d/%m/%Y}"
+
+
+def fr_datetime(moment: datetime | None) -> str:
+    return "—" if moment is None else f"{moment:%d/%m/%Y à %H:%M}"
+
+
+def fr_hours(hours) -> str:
+    """12,5 h → « 12 h 30 »; None → « — »."""
+    if hours is None:
+        return "—"
+    minutes = round(float(hours) * 60)
+    return f"{minutes // 60}\u00a0h\u00a0{minutes % 60:02d}"
+
+
+def weekday_fr(day: date) -> str:
+    return ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")[day.weekday()]
+
+
+def _autoescape(name: str | None) -> bool:
+    return bool(name) and name.endswith((".html.j2", ".html"))
+
+
+@cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        autoescape=_autoescape,
+        undefined=jinja2.StrictUndefined,  # a missing value is an error, never an empty cell
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(fr_int=fr_int, fr_pct=fr_pct, fr_date=fr_date, fr_datetime=fr_datetime, fr_hours=fr_hours,
+                       weekday_fr=weekday_fr)
+    return env
+
+
+def render(template: str, /, **context) -> str:
+    return environment().get_template(template).render(**context)

@@ -1,0 +1,474 @@
+"""Validation of an OSCOUR file in the three layers of rpu-format.md §3.
+
+1. the file is rejected when it cannot be trusted (``rules.FILE``);
+2. a visit is rejected when it cannot be dated (``rules.RECORD``);
+3. everything else is kept and flagged (``rules.FLAG``).
+
+``inspect_file`` streams a file once; the loader passes a callback that receives each kept
+visit, the command line passes none. Both get the same ``FileReport``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+
+from rpu.formats import finess as finess_rules
+from rpu.formats.model import Header, Visit
+from rpu.formats.nomenclature import (
+    CCAM_FORMAT,
+    CIM10_FORMAT,
+    CP_FORMAT,
+    DESTINATION_BY_MODE_SORTIE,
+    ORIENT_BY_MODE_SORTIE,
+    PROVENANCE_BY_MODE_ENTREE,
+    VALUE_SETS,
+)
+from rpu.formats.oscour import FileRefused, OscourReader, RawHeader, RawRecord
+from rpu.formats.rules import FILE, Finding
+
+# A report keeps this many findings in memory for display; counts are always complete and a
+# finding callback (the loader's) receives every one of them.
+MAX_KEPT_FINDINGS = 10_000
+MAX_STAY = timedelta(hours=72)
+# The longest period a file may declare (DATEDEBUT to DATEFIN, or to EXTRACT): a daily file
+# covers 7 days; a catch-up may cover months; a century is a typing error that would erase.
+MAX_PERIOD_DAYS = 366
+# Header dates outside these years are typing errors (and 9999 would overflow date arithmetic).
+MIN_YEAR, MAX_YEAR = 1990, 2100
+_YEARS = f"Année attendue entre {MIN_YEAR} et {MAX_YEAR}."
+# An EXTRACT may be this much later than the file's reception (clocks differ a little).
+CLOCK_TOLERANCE = timedelta(hours=2)
+# Extension elements that producers write between MOTIF and GRAVITE; every other one goes after
+# ORIENT (the OSCOUR schema in include/xsd allows them nowhere else).
+EXTENSIONS_AFTER_MOTIF = frozenset({"HMED", "CIRCONSTANCE"})
+_CODE_FIELDS = ("SEXE", "MODE_ENTREE", "PROVENANCE", "TRANSPORT", "TRANSPORT_PEC", "GRAVITE",
+                "MODE_SORTIE", "DESTINATION", "ORIENT")
+_CODE_SETS = tuple((name, VALUE_SETS[name]) for name in _CODE_FIELDS)
+# The value sets the coherence tables apply to (a value outside its set is flagged already).
+_PROVENANCES, _DESTINATIONS, _ORIENTS = VALUE_SETS["PROVENANCE"], VALUE_SETS["DESTINATION"], VALUE_SETS["ORIENT"]
+
+
+@dataclass
+class FileReport:
+    file: str
+    header: Header | None = None
+    records: int = 0  # PATIENT elements read
+    rejected_records: int = 0
+    flagged_records: int = 0
+    normalised_values: int = 0  # codes received lower-case, padded or dotted, and normalised
+    findings: list[Finding] = field(default_factory=list)
+    rule_counts: Counter = field(default_factory=Counter)
+    findings_truncated: bool = False
+    # Receives every finding, even past MAX_KEPT_FINDINGS (the loader journals them all).
+    on_finding: Callable[[Finding], None] | None = field(default=None, repr=False)
+    first_entree: datetime | None = None
+    last_entree: datetime | None = None
+    # Kept visits per ENTREE day: what the file brings for each day (the loader's authority).
+    visits_per_day: Counter = field(default_factory=Counter)
+
+    @property
+    def rejected(self) -> bool:
+        return any(f.level == FILE for f in self.findings)
+
+    @property
+    def status(self) -> str:
+        return "rejected" if self.rejected else "accepted"
+
+    @property
+    def kept_records(self) -> int:
+        return 0 if self.rejected else self.records - self.rejected_records
+
+    @property
+    def file_findings(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == FILE]
+
+    def add(self, finding: Finding) -> None:
+        self.rule_counts[finding.rule] += 1
+        if self.on_finding is not None:
+            self.on_finding(finding)
+        if len(self.findings) < MAX_KEPT_FINDINGS or finding.level == FILE:
+            self.findings.append(finding)
+        else:
+            self.findings_truncated = True
+
+    def as_json(self) -> dict:
+        header = self.header
+        return {
+            "file": self.file,
+            "status": self.status,
+            "finess": header.finess if header else None,
+            "ordre": header.ordre if header else None,
+            "period_start": header.period_start.isoformat() if header and header.period_start else None,
+            "period_end": header.period_end.isoformat() if header and header.period_end else None,
+            "records": self.records,
+            "rejected_records": self.rejected_records,
+            "flagged_records": self.flagged_records,
+            "issues": [f.as_json() for f in self.findings],
+        }
+
+
+# --- parsing of national formats -------------------------------------------------------------
+
+@lru_cache(maxsize=1 << 16)
+def parse_date(text: str) -> date:
+    """``dd/mm/yyyy`` (national format). Raises ValueError."""
+    text = text.strip()
+    if len(text) != 10 or text[2] != "/" or text[5] != "/":
+        raise ValueError(text)
+    return date(int(text[6:10]), int(text[3:5]), int(text[0:2]))
+
+
+def parse_datetime(text: str) -> datetime:
+    """``dd/mm/yyyy hh:mm`` with optional ``:ss`` (some producers). Raises ValueError."""
+    # Nearly every ENTREE and SORTIE is a different minute, so caching whole values misses;
+    # their day (a few hundred per file) and their time of day (1,440 minutes) repeat. A text
+    # whose two halves were each seen in a value already read (whitespace already normalised)
+    # is the same datetime as the full parse would give; anything else takes the full parse.
+    day = _DAYS.get(text[:10])
+    if day is not None:
+        clock = _CLOCKS.get(text[10:])
+        if clock is not None:
+            return datetime.combine(day, clock)
+    value = _parse_datetime(text)
+    if len(text) in (16, 19) and len(_DAYS) < _HALVES_KEPT and len(_CLOCKS) < _HALVES_KEPT \
+            and text == " ".join(text.split()):
+        _DAYS[text[:10]] = value.date()
+        _CLOCKS[text[10:]] = value.time()
+    return value
+
+
+_DAYS: dict[str, date] = {}
+_CLOCKS: dict[str, time] = {}
+_HALVES_KEPT = 1 << 14  # bounded: a hostile file of distinct odd spellings cannot grow them
+
+
+def _parse_datetime(text: str) -> datetime:
+    text = " ".join(text.split())
+    if len(text) not in (16, 19) or text[2] != "/" or text[5] != "/" or text[10] != " " or text[13] != ":":
+        raise ValueError(text)
+    second = 0
+    if len(text) == 19:
+        if text[16] != ":":
+            raise ValueError(text)
+        second = int(text[17:19])
+    return datetime(int(text[6:10]), int(text[3:5]), int(text[0:2]),
+                    int(text[11:13]), int(text[14:16]), second)
+
+
+def age_in_years(birth: date, on: date) -> int:
+    years = on.year - birth.year
+    if (on.month, on.day) < (birth.month, birth.day):
+        years -= 1
+    return years
+
+
+# --- the header ------------------------------------------------------------------------------
+
+def _plausible(value: date | datetime | None) -> bool:
+    """A header date within the years an RPU can carry (a year 9999 would overflow day arithmetic)."""
+    return value is None or MIN_YEAR <= value.year <= MAX_YEAR
+
+
+def check_header(raw: RawHeader, report: FileReport, received_at: datetime | None = None) -> Header:
+    fields = {k: " ".join(v.split()) for k, v in raw.fields.items()}
+    header = Header(root=raw.root)
+    finess = fields.get("FINESS", "").upper()
+    if not finess:
+        report.add(Finding("FINESS_MISSING", field="FINESS"))
+    elif not finess_rules.is_well_formed(finess):
+        report.add(Finding("FINESS_FORMAT", field="FINESS", value=finess))
+    elif not finess_rules.check_digit_ok(finess):
+        report.add(Finding("FINESS_CHECK_DIGIT", field="FINESS", value=finess))
+    header.finess = finess or None
+
+    ordre = fields.get("ORDRE", "")
+    if ordre == "":
+        header.ordre = 0  # absent in some producers' files; 0 is the norm
+    elif len(ordre) <= 3 and ordre.isascii() and ordre.isdigit():
+        header.ordre = int(ordre)
+    else:
+        report.add(Finding("ORDRE_INVALID", field="ORDRE", value=ordre))
+
+    try:
+        header.extract = parse_datetime(fields.get("EXTRACT", ""))
+    except ValueError:
+        try:  # some producers send the extraction day alone
+            header.extract = datetime.combine(parse_date(fields.get("EXTRACT", "")), datetime.min.time())
+            header.extract_day_only = True
+        except ValueError:
+            report.add(Finding("EXTRACT_INVALID", field="EXTRACT", value=fields.get("EXTRACT")))
+    if not _plausible(header.extract):
+        report.add(Finding("EXTRACT_INVALID", field="EXTRACT", value=fields.get("EXTRACT"), detail=_YEARS))
+        header.extract = None
+    elif header.extract and received_at and header.extract > received_at + CLOCK_TOLERANCE:
+        report.add(Finding("EXTRACT_IN_FUTURE", field="EXTRACT", value=fields.get("EXTRACT"),
+                           detail=f"Fichier reçu le {received_at:%d/%m/%Y à %H:%M}."))
+    try:
+        header.period_start = parse_date(fields.get("DATEDEBUT", ""))
+    except ValueError:
+        report.add(Finding("DATEDEBUT_INVALID", field="DATEDEBUT", value=fields.get("DATEDEBUT")))
+    if not _plausible(header.period_start):
+        report.add(Finding("DATEDEBUT_INVALID", field="DATEDEBUT", value=fields.get("DATEDEBUT"), detail=_YEARS))
+        header.period_start = None
+    datefin = fields.get("DATEFIN", "")
+    if datefin:
+        try:
+            header.period_end = parse_date(datefin)
+        except ValueError:
+            report.add(Finding("DATEFIN_INVALID", field="DATEFIN", value=datefin))
+        if not _plausible(header.period_end):
+            report.add(Finding("DATEFIN_INVALID", field="DATEFIN", value=datefin, detail=_YEARS))
+            header.period_end = None
+    if header.period_start and header.period_end and header.period_end < header.period_start:
+        report.add(Finding("PERIOD_REVERSED", field="DATEFIN", value=datefin,
+                           detail=f"Période déclarée : {fields.get('DATEDEBUT')} → {datefin}."))
+    elif header.period_end is None and header.period_start and header.extract and not report.rejected:
+        # An empty DATEFIN: the file runs to its extraction date, never to an ENTREE it holds.
+        if header.extract.date() < header.period_start:
+            report.add(Finding("PERIOD_REVERSED", field="DATEFIN", value="",
+                               detail=f"DATEFIN est vide et l'extraction ({fields.get('EXTRACT')}) précède "
+                                      f"DATEDEBUT ({fields.get('DATEDEBUT')})."))
+        else:
+            header.period_end = header.extract.date()
+    if header.period_start and header.period_end and not report.rejected \
+            and (header.period_end - header.period_start).days + 1 > MAX_PERIOD_DAYS:
+        report.add(Finding("PERIOD_TOO_LONG", field="DATEFIN", value=datefin,
+                           detail=f"Période : du {header.period_start:%d/%m/%Y} au {header.period_end:%d/%m/%Y}."))
+    return header
+
+
+# --- one visit -------------------------------------------------------------------------------
+
+class _VisitChecker:
+    """Types and checks one RawRecord; keeps the per-file state (period, counters)."""
+
+    def __init__(self, header: Header, report: FileReport):
+        self.header = header
+        self.report = report
+        self.first_day, self.last_day = header.period_start, header.period_end
+        self.extracted_by = header.extracted_by
+        self.visits_per_day = report.visits_per_day
+
+    def check(self, raw: RawRecord) -> Visit | None:
+        # Run for every visit of every file: values are kept in locals and the Visit is built
+        # once at the end, each rule in the order its findings have always been reported.
+        fields = raw.fields
+        get = fields.get
+        entree_text = get("ENTREE", "").strip()
+        if not entree_text:
+            self._reject(raw, "ENTREE_MISSING", None)
+            return None
+        try:
+            entree = parse_datetime(entree_text)
+        except ValueError:
+            self._reject(raw, "ENTREE_INVALID", entree_text)
+            return None
+
+        if self.extracted_by is not None and entree > self.extracted_by:
+            self._reject(raw, "ENTREE_AFTER_EXTRACT", entree_text)
+            return None
+
+        findings: list[Finding] = []
+        position = raw.position
+
+        def flag(rule: str, field_name: str | None, value: str | None = None, detail: str | None = None):
+            findings.append(Finding(rule, position, field_name, value, entree_text, detail))
+
+        # Codes: normalised (trim, upper case), then checked against their value set. A valid
+        # code as spelt is one set look-up (the usual case); each value is read once.
+        codes = []
+        for name, allowed in _CODE_SETS:
+            value = get(name)
+            if value and value not in allowed:
+                value = self._code(value)
+                if value and value not in allowed:
+                    flag("VALUE_NOT_IN_SET", name, value)
+            codes.append(value or None)
+        sexe, mode_entree, provenance, transport, transport_pec, gravite, mode_sortie, destination, orient = codes
+
+        cp = get("CP", "").strip()
+        if cp and not CP_FORMAT.match(cp):
+            flag("FORMAT_INVALID", "CP", cp)
+        commune = " ".join(get("COMMUNE", "").split()).upper()
+        motif = " ".join(get("MOTIF", "").split())
+
+        # CIM-10 and CCAM codes: one regular-expression match in the usual case (a code as the
+        # norm spells it); normalised (trim, upper case, no dot) and checked again otherwise.
+        dp = get("DP", "")
+        if dp and not CIM10_FORMAT.match(dp):
+            dp = self._cim10(dp)
+            if dp and not CIM10_FORMAT.match(dp):
+                flag("FORMAT_INVALID", "DP", dp)
+        da_list = []
+        for da in raw.da:
+            if not CIM10_FORMAT.match(da):
+                da = self._cim10(da)
+                if da and not CIM10_FORMAT.match(da):
+                    flag("FORMAT_INVALID", "DA", da)
+            if da:
+                da_list.append(da)
+        actes = []
+        for acte in raw.actes:
+            if not CCAM_FORMAT.match(acte):
+                acte = self._code(acte)
+                if acte and not CCAM_FORMAT.match(acte):
+                    flag("FORMAT_INVALID", "ACTE", acte)
+            if acte:
+                actes.append(acte)
+
+        day = entree.date()
+        naissance = get("NAISSANCE", "").strip()
+        birth = None
+        if naissance:
+            try:
+                birth = parse_date(naissance)
+            except ValueError:
+                flag("DATE_INVALID", "NAISSANCE", naissance)
+            else:
+                age = day.year - birth.year  # age_in_years, inline
+                if (day.month, day.day) < (birth.month, birth.day):
+                    age -= 1
+                if not 0 <= age <= 120:
+                    flag("AGE_OUT_OF_RANGE", "NAISSANCE", naissance, f"Âge calculé : {age} ans.")
+
+        sortie_text = get("SORTIE", "").strip()
+        sortie = None
+        if sortie_text:
+            try:
+                sortie = parse_datetime(sortie_text)
+            except ValueError:
+                flag("DATE_INVALID", "SORTIE", sortie_text)
+            else:
+                if sortie < entree:
+                    flag("SORTIE_BEFORE_ENTREE", "SORTIE", sortie_text)
+                elif sortie - entree > MAX_STAY:
+                    flag("STAY_TOO_LONG", "SORTIE", sortie_text)
+
+        self._check_coherence(mode_entree, provenance, mode_sortie, destination, orient, flag)
+
+        if (self.first_day and day < self.first_day) or (self.last_day and day > self.last_day):
+            flag("ENTREE_OUTSIDE_PERIOD", "ENTREE", entree_text)
+
+        extensions = self._extensions(raw.extensions, flag) if raw.extensions else []
+        report = self.report
+        if report.first_entree is None or entree < report.first_entree:
+            report.first_entree = entree
+        if report.last_entree is None or entree > report.last_entree:
+            report.last_entree = entree
+        self.visits_per_day[day] += 1
+        flags = []
+        if findings:
+            report.flagged_records += 1
+            flags = sorted({f.rule for f in findings})
+            for finding in findings:
+                report.add(finding)
+        return Visit(position, entree, cp or None, commune or None, birth, sexe, mode_entree, provenance, transport,
+                     transport_pec, motif or None, gravite, dp or None, da_list, actes, sortie, mode_sortie,
+                     destination, orient, extensions, flags)
+
+    @staticmethod
+    def _extensions(received: list, flag) -> list[list[str]]:
+        """[after, name, value] in the order received; ``after`` is MOTIF for HMED and
+        CIRCONSTANCE received between MOTIF and GRAVITE, ORIENT for the rest. One received
+        anywhere else is flagged and carried after ORIENT."""
+        extensions = []
+        for after, name, value in received:
+            if after == "MOTIF" and name in EXTENSIONS_AFTER_MOTIF:
+                slot = "MOTIF"
+            else:
+                slot = "ORIENT"
+                if after != "ORIENT":
+                    flag("EXTENSION_MOVED", name, None, f"Reçu après {after or 'le début du passage'}.")
+            extensions.append([slot, name, " ".join(value.split())])
+        return extensions
+
+    @staticmethod
+    def _check_coherence(mode_entree, provenance, mode_sortie, destination, orient, flag) -> None:
+        """Cross-field tables of rpu-format.md §3. An empty value is missing data (it counts in
+        exhaustivité), and a value outside its set is already flagged: neither is incoherent
+        (None, an empty value, is in no value set)."""
+        allowed = PROVENANCE_BY_MODE_ENTREE.get(mode_entree)
+        if allowed and provenance in _PROVENANCES and provenance not in allowed:
+            flag("PROVENANCE_INCOHERENT", "PROVENANCE", provenance, f"MODE_ENTREE : {mode_entree}.")
+        allowed = DESTINATION_BY_MODE_SORTIE.get(mode_sortie)
+        if allowed and destination in _DESTINATIONS and destination not in allowed:
+            flag("DESTINATION_INCOHERENT", "DESTINATION", destination, f"MODE_SORTIE : {mode_sortie}.")
+        allowed = ORIENT_BY_MODE_SORTIE.get(mode_sortie)
+        if allowed and orient in _ORIENTS and orient not in allowed:
+            flag("ORIENT_INCOHERENT", "ORIENT", orient, f"MODE_SORTIE : {mode_sortie}.")
+
+    def _code(self, text: str) -> str:
+        code = text.strip().upper()
+        if code and code != text:
+            self.report.normalised_values += 1
+        return code
+
+    def _cim10(self, text: str) -> str:
+        code = self._code(text)
+        if "." in code:
+            self.report.normalised_values += 1
+            code = code.replace(".", "")
+        return code
+
+    def _reject(self, raw: RawRecord, rule: str, value: str | None) -> None:
+        self.report.rejected_records += 1
+        self.report.add(Finding(rule, raw.position, "ENTREE", value, value))
+
+
+# --- the whole file --------------------------------------------------------------------------
+
+VisitSink = Callable[[Visit, Header], None]
+
+
+def inspect_file(source, name: str | None = None, on_visit: VisitSink | None = None,
+                 on_finding: Callable[[Finding], None] | None = None, roots: tuple[str, ...] = ("OSCOUR",),
+                 received_at: datetime | None = None, deadline: float | None = None) -> FileReport:
+    """Read and validate one file in a single streaming pass.
+
+    ``on_visit`` receives every kept visit (not the rejected ones) with the file's header, in file
+    order, while the
+    file is read; when the report ends up ``rejected`` the caller must discard what it received
+    (the loader does so by rolling back). ``roots``: the accepted envelopes (received files are
+    OSCOUR; reading back a SYRIUS file we wrote passes ``("SYRIUS",)``). ``received_at`` (local
+    time): an EXTRACT later than it is refused. ``deadline`` (``time.monotonic()``): past it, the
+    file is refused (``FILE_TOO_SLOW``)."""
+    report = FileReport(file=name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<flux>"),
+                        on_finding=on_finding)
+    reader = OscourReader(source, roots, deadline=deadline)
+    checker: _VisitChecker | None = None
+    try:
+        for raw in reader:
+            if checker is None:
+                checker = _start(reader, report, received_at)
+            if checker is _SKIP:
+                continue  # the header is fatal: only count the records
+            visit = checker.check(raw)
+            if visit is not None and on_visit is not None:
+                on_visit(visit, report.header)
+        if checker is None and reader.header is not None:
+            checker = _start(reader, report, received_at)
+        report.records = reader.records
+        if reader.header is None:
+            report.add(Finding("HEADER_MISSING"))
+    except FileRefused as refusal:
+        report.records = reader.records
+        report.add(Finding(refusal.rule, detail=refusal.detail))
+    return report
+
+
+_SKIP = object()
+
+
+def _start(reader: OscourReader, report: FileReport, received_at: datetime | None):
+    report.header = check_header(reader.header, report, received_at)
+    return _SKIP if report.rejected else _VisitChecker(report.header, report)
+
+
+def validate_file(path: str | os.PathLike) -> FileReport:
+    """What ``rpu validate`` checks: a file as an establishment would send it."""
+    return inspect_file(path)
