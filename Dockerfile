@@ -13,7 +13,7 @@ RUN grep -qx "apache-airflow==${AIRFLOW_VERSION}" /opt/rpu/requirements.txt \
 
 # The code. plugins/ is on Airflow's sys.path and plugins/.airflowignore keeps the plugin
 # manager out of rpu/; the editable install also gives the `rpu` command (rpu region check,
-# rpu establishments sync ...) and keeps include/sql at the place rpu.store.db.db looks for it.
+# rpu establishments sync ...) and keeps include/sql at the place rpu.store.db looks for it.
 COPY --chown=airflow:0 pyproject.toml /opt/airflow/pyproject.toml
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
