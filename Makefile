@@ -5,10 +5,12 @@ BIN := $(VENV)/bin
 
 .PHONY: run run-celery stop test lint bench install fuzz docs
 
-$(BIN)/.installed: requirements.txt pyproject.toml
+# The run-time lock and the tools of the tests, the demo and the docs (requirements-dev.txt:
+# never in the production image, which installs requirements.txt alone).
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
 

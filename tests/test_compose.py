@@ -189,6 +189,28 @@ def test_dockerfile_builds_on_the_pinned_airflow(services):
     assert "pip install --no-cache-dir --no-deps -e /opt/airflow" in dockerfile
 
 
+def test_the_production_image_has_no_test_tools():
+    """The image installs the run-time lock only; the test, lint, demo and docs tools are in the
+    dev lock, and both locks agree on every package they share (they install together)."""
+    dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    assert "requirements-dev" not in dockerfile
+    pins = {name: _pins(name) for name in ("requirements.txt", "requirements-dev.txt")}
+    for tool in ("pytest", "pytest-timeout", "ruff", "hypothesis", "playwright", "mkdocs", "mkdocs-material",
+                 "pgserver", "aiosmtpd"):
+        assert tool not in pins["requirements.txt"], f"{tool} would be in the production image"
+        assert tool in pins["requirements-dev.txt"], tool
+    shared = pins["requirements.txt"].keys() & pins["requirements-dev.txt"].keys()
+    assert all(pins["requirements.txt"][name] == pins["requirements-dev.txt"][name] for name in shared)
+    for name in ("apache-airflow", "apache-airflow-providers-postgres", "lxml", "pandas", "matplotlib", "psycopg"):
+        assert name in pins["requirements.txt"], name
+
+
+def _pins(lock: str) -> dict[str, str]:
+    lines = (REPO / lock).read_text(encoding="utf-8").splitlines()
+    return dict(re.match(r"([A-Za-z0-9_.\-]+)(?:\[[^]]*\])?==(\S+)", line).groups() for line in lines
+                if line and not line.startswith((" ", "#")))
+
+
 # --------------------------------------------------------------------------- docker-compose config
 
 
