@@ -237,7 +237,8 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     directory, its own databases; stopped and purged at the end, even on failure."""
     import time
 
-    from rpu.sandbox.demo import DemoState, free_port
+    from rpu.sandbox.demo_state import DemoState
+    from rpu.sandbox.processes import free_port
 
     state_root = tmp_path_factory.mktemp("demo") / "state"
     port = free_port()
