@@ -38,9 +38,9 @@ def demo_establishments() -> list[dict]:
 def write_demo_codegeo(path: Path) -> None:
     """A CP → CODEGEO table for the demo's postcodes (Bas-Rhin), each its own code: synthetic,
     not ATIH's table (a region configures the real one in ``[paths] codegeo_csv``)."""
-    from rpu.sandbox.generator import _RESIDENCES_67
+    from rpu.sandbox.population import RESIDENCES_67
 
-    codes = sorted({cp for cp, _name, _weight in _RESIDENCES_67})
+    codes = sorted({cp for cp, _name, _weight in RESIDENCES_67})
     path.write_text("CP;CODEGEO\n" + "".join(f"{cp};{cp}\n" for cp in codes), encoding="utf-8")
 
 
