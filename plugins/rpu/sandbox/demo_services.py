@@ -18,11 +18,11 @@ from rpu.sandbox.processes import free_port, spawn, wait_for_port
 
 def postgres_admin_url(state: DemoState, config: dict, say) -> str:
     """Admin URL of the demo's PostgreSQL server: the one chosen at the first start."""
-    from rpu.sandbox.local_services import LOCAL_POSTGRES_URL, _port_open, postgres_accepts
+    from rpu.sandbox.local_services import LOCAL_POSTGRES_URL, port_open, postgres_accepts
 
     mode = config.get("postgres")
     if mode is None:
-        mode = "local" if _port_open(LOCAL_POSTGRES_URL) and postgres_accepts(LOCAL_POSTGRES_URL) else "pgserver"
+        mode = "local" if port_open(LOCAL_POSTGRES_URL) and postgres_accepts(LOCAL_POSTGRES_URL) else "pgserver"
         config["postgres"] = mode
         state.write(state.config_path, config)
     if mode == "local":
@@ -60,9 +60,9 @@ def _sftp_connection(config: dict, host_key: str, path: str) -> dict:
 
 
 def _host_key(state: DemoState) -> str:
-    from rpu.sandbox.local_services import _load_or_create_host_key
+    from rpu.sandbox.sftp_server import load_or_create_host_key
 
-    key = _load_or_create_host_key(state.root / "sftp-key")
+    key = load_or_create_host_key(state.root / "sftp-key")
     return key.export_public_key("openssh").decode().strip()
 
 
