@@ -42,6 +42,7 @@ def postgres_admin_url(state: DemoState, config: dict, say) -> str:
 
 
 def ensure_database(admin_url: str, name: str) -> str:
+    """The URL of database ``name`` on the demo's server, created if it is not there yet."""
     import psycopg
     from psycopg import sql
 
