@@ -23,7 +23,8 @@ Fixtures:
     celery_broker_url    (session)  redis://...: the machine's Redis on 127.0.0.1:6379 when it
                                     answers (else a private redis-server), database number 11
 
-Helpers (``from conftest import ...``): ``migrated(url)``, ``write_region_file(folder, ...)``.
+Helpers (``from conftest import ...``): ``migrated(url)``, ``migrated_database(admin_url)``,
+``write_region_file(folder, ...)``.
 """
 
 from __future__ import annotations
@@ -166,6 +167,17 @@ def fresh_database_url(pg_admin_url: str) -> Iterator[Callable[[], str]]:
     yield make
     for name in names:
         drop_database(pg_admin_url, name)
+
+
+@contextlib.contextmanager
+def migrated_database(admin_url: str, prefix: str = "rpu_test_") -> Iterator[str]:
+    """A new regional database (``prefix`` + random), migrated, for a module's tests; dropped at the end."""
+    name = prefix + secrets.token_hex(4)
+    url = create_database(admin_url, name)
+    try:
+        yield migrated(url)
+    finally:
+        drop_database(admin_url, name)
 
 
 def migrated(url: str) -> str:

@@ -5,7 +5,6 @@ params the form refuses before any run."""
 from __future__ import annotations
 
 import json
-import secrets
 import time as clock
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -13,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from conftest import migrated, write_region_file
+from conftest import migrated, migrated_database, write_region_file
 from lxml import etree
 
 from rpu.config import region as region_config
@@ -104,19 +103,12 @@ def replay_needed(conn, region, tmp_path) -> absence.Episode:
 @pytest.fixture(scope="module")
 def scenario_url(pg_admin_url, tmp_path_factory):
     """The same scenario, built once for the tests that only read it."""
-    from rpu.sandbox.local_services import create_database, drop_database
-
     folder = tmp_path_factory.mktemp("replay-scenario")
     region = write_region(folder)
-    name = f"rpu_test_{secrets.token_hex(4)}"
-    url = create_database(pg_admin_url, name)
-    try:
-        prepare(url, region)
-        with psycopg.connect(url) as conn:
+    with migrated_database(pg_admin_url) as url:
+        with psycopg.connect(prepare(url, region)) as conn:
             silence_then_catch_up(conn, region, folder)
         yield url
-    finally:
-        drop_database(pg_admin_url, name)
 
 
 @pytest.fixture
