@@ -206,6 +206,10 @@ def test_errors_are_one_french_line_and_a_non_zero_exit(region, mailbox):
     assert "rpu establishments sync" in refused("onboarding", NOT_SYNCED["finess"])
     assert "FINESS mal formé" in refused("onboarding", "12345")
     assert "ORDRE 3" in refused("onboarding", ONE["finess"], "--ordre", 3)
+    with store.connect(region["url"], autocommit=True) as conn:  # a second unit under TWO's FINESS
+        conn.execute("INSERT INTO establishment (finess, ordre, name) VALUES (%s, 1, 'Urgences pédiatriques')",
+                     (TWO["finess"],))
+    assert "plusieurs services d'urgences (ORDRE 0, 1) : précisez --ordre" in refused("onboarding", TWO["finess"])
     assert "Période inversée" in refused("replay-request", ONE["finess"], "--start", "2026-11-15", "--end", "2026-11-02")
     assert "dans le futur" in refused("replay-request", ONE["finess"], "--start", "2026-11-15", "--end", "2999-01-01")
     assert "date invalide" in refused("replay-request", ONE["finess"], "--start", "15/11/2026", "--end", "2026-11-02",
