@@ -256,3 +256,14 @@ def test_region_sections_sftp_and_contacts(tmp_path):
     assert f"{fingerprint} oru@example ({kind})" in shown
     with pytest.raises(region_config.RegionConfigError, match="clé d'hôte illisible"):
         region_config.parse(tomllib.loads(base + '\n[sftp]\nhost_key = "ssh-ed25519 pasdubase64"\n'))
+
+
+def test_the_relay_is_read_from_the_env_file_beside_the_region_file(region, mailbox):
+    """On the ORU's machine the connection is not in the environment but in the region's .env."""
+    connection = json.dumps(mailbox.airflow_connection())
+    (region["path"].parent / ".env").write_text(f"# secrets\nAIRFLOW_CONN_SMTP_DEFAULT='{connection}'\n")
+    sent = rpu(region, "replay-request", ONE["finess"], "--start", "2026-11-02", "--end", "2026-11-02", "--send",
+               env={"AIRFLOW_CONN_SMTP_DEFAULT": ""})
+    assert sent.returncode == 0, sent.stderr
+    (mail,) = mailbox.received
+    assert "(1 jour)" in mail.message.get_content() and "Motif" not in mail.message.get_content()

@@ -14,6 +14,7 @@ rest of ``rpu``: 0 success, 1 refused (unknown FINESS, nothing configured, relay
 from __future__ import annotations
 
 import argparse
+import os
 import smtplib
 import sys
 from datetime import date
@@ -136,22 +137,11 @@ def _write(message, path: Path) -> None:
 
 def _smtp_settings(args, region, required: bool):
     """The relay of the ``smtp_default`` connection; None when there is none and none is needed."""
-    import os
-
-    from rpu.cli.region import _read_env_file, parse_connection
+    from rpu.cli.region import parse_connection
     from rpu.config.mail import SmtpSettings
     from rpu.flows.mail_types import MailError
 
-    value, where = None, SMTP_VARIABLE
-    env_file = Path(args.env) if args.env else None
-    if env_file is None and not os.environ.get(SMTP_VARIABLE) and region.path:
-        env_file = region.path.parent / ".env"
-    if env_file is not None and (args.env or env_file.is_file()):
-        if not env_file.is_file():
-            raise MailError(f"Fichier introuvable : {env_file}")
-        value, where = _read_env_file(env_file).get(SMTP_VARIABLE), f"{SMTP_VARIABLE} de {env_file}"
-    else:
-        value = os.environ.get(SMTP_VARIABLE)
+    value, where = _smtp_connection(args, region)
     try:
         if not value:
             raise ValueError(f"{SMTP_VARIABLE} absente (environnement, --env ou .env à côté du fichier de région)")
@@ -164,6 +154,25 @@ def _smtp_settings(args, region, required: bool):
                             ".eml.") from None
         return None
     return SmtpSettings.from_connection(spec.host, spec.port, spec.login, spec.password, spec.extras)
+
+
+def _smtp_connection(args, region) -> tuple[str | None, str]:
+    """``AIRFLOW_CONN_SMTP_DEFAULT`` and where it was read: ``--env FILE``, else the environment,
+    else the ``.env`` beside the region file (as ``rpu region init`` writes it)."""
+    from rpu.cli.region import _read_env_file  # docker compose's reading of a .env, shared with region check
+    from rpu.flows.mail_types import MailError
+
+    if args.env:
+        path = Path(args.env)
+        if not path.is_file():
+            raise MailError(f"Fichier introuvable : {path}")
+        return _read_env_file(path).get(SMTP_VARIABLE), f"{SMTP_VARIABLE} de {path}"
+    if os.environ.get(SMTP_VARIABLE):
+        return os.environ[SMTP_VARIABLE], SMTP_VARIABLE
+    beside = region.path.parent / ".env" if region.path else None
+    if beside is not None and beside.is_file():
+        return _read_env_file(beside).get(SMTP_VARIABLE), f"{SMTP_VARIABLE} de {beside}"
+    return None, SMTP_VARIABLE
 
 
 def _smtp_reason(error: BaseException) -> str:
