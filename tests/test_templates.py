@@ -216,3 +216,13 @@ def test_html_templates_escape_what_they_are_given():
     section = render_html("ars_timeliness_section.html.j2", start=date(2026, 1, 1), last_day=date(2026, 2, 28),
                           chart="", target=0.8, lines=[("<script>alert(4)</script>", None, False)])
     assert "<script>" not in section and "&lt;script&gt;alert(4)&lt;/script&gt;" in section
+
+
+def test_the_establishment_report_subject():
+    from rpu.flows.establishment_report import email_text
+
+    region = SimpleNamespace(name="Région Test", code="TST", operator_emails=["oru@example.org"])
+    title, body = email_text(region, "CH\nde Alpha", "670780055", 0, date(2026, 3, 1), date(2026, 3, 31), 1200,
+                             "670780055/rapports/r.html", "link")
+    assert title == "[RPU TST] Votre rapport du 01/03/2026 au 31/03/2026 — CH\\nde Alpha"
+    assert body.startswith("Bonjour,\n\nVoici le rapport des RPU de CH\\nde Alpha (FINESS 670780055) reçus par")
