@@ -78,7 +78,7 @@ class OperatorAlert(SmtpNotifier):
         return super().__call__(*args)
 
     def notify(self, context):
-        from rpu.formats.wording import render
+        from rpu.flows.templating import render
 
         error = context.get("exception")
         ti = context.get("ti")
