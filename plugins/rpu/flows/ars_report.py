@@ -22,7 +22,7 @@ from markupsafe import Markup
 
 from rpu.config.region import Region
 from rpu.flows import charts
-from rpu.flows.templating import render
+from rpu.flows.templating import fr_int, render
 from rpu.flows.timeliness_report import ars_section as timeliness_section
 from rpu.formats.wording import plural
 from rpu.store import quality, timeliness
@@ -159,6 +159,7 @@ class ActivityLine:
         return float(sent.mean()) if len(sent) else None
 
     def chart(self, title: str, *, compact: bool) -> Markup:
+        # Never sent: the whole window is "before its first file" (shaded, no red dot).
         first = self.first_day if self.first_day is not None else self.days[-1] + timedelta(days=1)
         return charts.daily_line(self.days, self.visits, title, first_day=first, compact=compact)
 
@@ -191,15 +192,17 @@ def quality_tables(data: ReportData) -> dict[str, list[dict]]:
     out = {}
     for measure, part in (("exhaustivite", "filled"), ("exploitabilite", "valid")):
         counts = table[[f"{rule.column}_{part}" for rule in FIELDS]].set_axis(names, axis=1)
-        shares = counts / den.where(den > 0)
-        out[measure] = [{
-            "label": label, "is_region": is_region, "visits": int(_none(table.at[key, "visits"]) or 0),
-            "cells": [(share, _quality_class(share),
-                       f"{counts.at[key, n]:,.0f} / {den.at[key, n]:,.0f}".replace(",", "\u202f")
-                       if share is not None else "aucun RPU concerné")
-                      for n in names for share in [_none(shares.at[key, n])]],
-        } for label, key, is_region in data.rows()]
+        shares = counts / den.where(den > 0)  # NaN: no RPU in the field's denominator
+        out[measure] = [{"label": label, "is_region": is_region, "visits": int(_none(table.at[key, "visits"]) or 0),
+                         "cells": [_quality_cell(_none(shares.at[key, n]), counts.at[key, n], den.at[key, n])
+                                   for n in names]}
+                        for label, key, is_region in data.rows()]
     return out
+
+
+def _quality_cell(share: float | None, count: float, denominator: float) -> tuple[float | None, str, str]:
+    tip = "aucun RPU concerné" if share is None else f"{fr_int(count)} / {fr_int(denominator)}"
+    return share, _quality_class(share), tip
 
 
 def definitions(data: ReportData) -> list[tuple[quality.FieldRule, int]]:
@@ -282,8 +285,7 @@ def render_report(data: ReportData, region: Region, generated_at: datetime,
     tz = ZoneInfo(region.timezone)
     region_line, lines = activity(data)
     days = region_line.days
-    rows = [(label, None if key == REGION else (key.split("/")[0], int(key.split("/")[1])), is_region)
-            for label, key, is_region in data.rows()]
+    rows = [("Région", None, True)] + [(name(e), e.key, False) for e in data.establishments]  # keys as timeliness has them
     return render(
         "ars_report.html.j2",
         title=f"RPU {region.name} — export du {data.end:%d/%m/%Y}",
