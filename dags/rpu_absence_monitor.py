@@ -110,11 +110,13 @@ def rpu_absence_monitor():
         from airflow.sdk.exceptions import AirflowSkipException
 
         from rpu.airflow import glue
-        from rpu.flows import absence
+        from rpu.flows import absence_mail, replay
 
         region = glue.region()
         with glue.database() as conn:
-            text = absence.send_oru_digest(conn, region, date.fromisoformat(day), datetime.now(UTC), glue.send_mail)
+            # The refused replay requests are listed in the digest: the replays give their lines.
+            text = absence_mail.send_oru_digest(conn, region, date.fromisoformat(day), datetime.now(UTC),
+                                                glue.send_mail, refusals=replay.refusals_digest)
         if text is None:
             raise AirflowSkipException(f"Bilan du {day} déjà envoyé à l'ORU.")
         return text

@@ -27,7 +27,7 @@ from lxml import html as lxml_html
 from psycopg import sql
 
 from rpu.config import region as region_config
-from rpu.flows import ars_export
+from rpu.flows import ars_export, ars_report
 from rpu.sandbox.generator import demo_establishments, write_oscour_file
 from rpu.sandbox.local_services import create_database, database_url, drop_database, postgres_airflow_connection
 from rpu.store import db as store
@@ -339,6 +339,75 @@ def test_report_is_self_contained_french_html_with_every_section(db, region, tem
     assert by_finess[LIVE[0]["finess"]][:8] == ["3", "2", "1", "0", "0", "0", "0", "0"]
     assert by_finess[LIVE[2]["finess"]][:8] == ["2", "1", "0", "0", "0", "1", "0", "0"]
     assert by_finess[LIVE[2]["finess"]][9] == "15/03/2026 03:00"
+
+
+def report_of(outcome) -> lxml_html.HtmlElement:
+    return lxml_html.document_fromstring(Path(outcome.sends[2].local_path).read_text(encoding="utf-8"))
+
+
+def test_report_charts_are_matplotlib_svg_inline_with_french_text(db, region):
+    with psycopg.connect(db, autocommit=True) as conn:
+        doc = report_of(ars_export.export_daily(conn, region, EXPORT_DAY))
+    charts = doc.xpath("//svg")
+    assert charts
+    for chart in charts:  # drawn by matplotlib (its figure group), inline, titled for screen readers
+        assert chart.xpath("./g[@id='figure_1']/g[starts-with(@id, 'axes_')]")
+        assert chart[0].tag == "title" and chart[0].text.strip()
+        assert chart.getparent().tag in ("section", "figure")
+    texts = {section: " ".join(doc.get_element_by_id(section).xpath(".//svg//text/text()"))
+             for section in ("activite", "ccmu", "ages", "durees")}
+    assert "jour sans aucun RPU" in texts["activite"]  # the legend, as text (svg.fonttype none)
+    assert "non renseignée" in texts["ccmu"] and "CCMU P" in texts["ccmu"]
+    assert {"Hommes", "Femmes", "100 ans et +"} <= set(doc.get_element_by_id("ages").xpath(".//svg//text/text()"))
+    assert "48–72 h" in texts["durees"]
+
+
+def test_a_script_in_an_establishment_name_stays_text(db, region):
+    script = '<script>alert("rpu")</script>'
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("UPDATE establishment SET name = %s WHERE finess = %s", (script, LIVE[1]["finess"]))
+        outcome = ars_export.export_daily(conn, region, EXPORT_DAY)
+    text = Path(outcome.sends[2].local_path).read_text(encoding="utf-8")
+    assert "<script" not in text and "&lt;script&gt;" in text
+    doc = lxml_html.document_fromstring(text)
+    assert not doc.xpath("//script")
+    assert script in doc.get_element_by_id("qualite").text_content()
+    assert any(script in title for title in doc.xpath("//svg/title/text()"))  # the chart's title too
+
+
+def test_days_before_an_establishment_s_first_file_are_not_a_break_in_its_flow(db, region):
+    """LIVE[1] and LIVE[2] sent their first file from FIRST_DAY: the six weeks of the window before
+    it are not days without RPU, and their mean is over the two weeks they sent. A day without RPU
+    after it (LIVE[1], 10 March) is one. LIVE[0] sent a file in December: its weeks without any
+    RPU in the window are a real break."""
+    gap = date(2026, 3, 10)
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("DELETE FROM rpu WHERE finess = %s AND entree::date = %s", (LIVE[1]["finess"], gap))
+        period = ars_export.ExportPeriod(EXPORT_DAY)
+        paris_midnight = datetime(2026, 1, 19, tzinfo=pendulum.timezone("Europe/Paris"))
+        data = ars_report.collect(conn, start=period.start, end=period.end, window_start=period.window_start,
+                                  files_since=paris_midnight, files_until=paris_midnight + timedelta(weeks=9),
+                                  statuses=("live",))
+        outcome = ars_export.export_daily(conn, region, EXPORT_DAY)
+        sent = dict(conn.execute("SELECT finess::text, count(*) FROM rpu WHERE entree >= %s AND entree < %s"
+                                 " GROUP BY finess", (FIRST_DAY, EXPORT_DAY)).fetchall())
+    _region, lines = ars_report.activity(data)
+    by_finess = {next(e["finess"] for e in LIVE if e["finess"] in line.label): line for line in lines}
+    fresh, gapped, older = by_finess[LIVE[2]["finess"]], by_finess[LIVE[1]["finess"]], by_finess[LIVE[0]["finess"]]
+    assert fresh.first_day == gapped.first_day == FIRST_DAY and older.first_day == date(2025, 12, 29)
+    assert fresh.missing_days == [] and gapped.missing_days == [gap]
+    assert older.missing_days == [period.window_start + timedelta(days=i) for i in range(42)]
+    assert fresh.mean == pytest.approx(sent[LIVE[2]["finess"]] / 14)  # not over the 56 days of the window
+    assert gapped.mean == pytest.approx(sent[LIVE[1]["finess"]] / 14)
+
+    doc = report_of(outcome)
+    figures = {next(e["finess"] for e in LIVE if e["finess"] in f.findtext("figcaption")): f
+               for f in doc.xpath("//section[@id='activite']//figure")}
+    red_dots = {finess: len(f.xpath(".//g[@id='jours-sans-rpu']//use")) for finess, f in figures.items()}
+    assert red_dots == {LIVE[2]["finess"]: 0, LIVE[1]["finess"]: 1, LIVE[0]["finess"]: 42}
+    caption = " ".join(figures[LIVE[2]["finess"]].findtext("figcaption").split())
+    assert f"moyenne {round(fresh.mean)} RPU/jour" in caption and "premier fichier à partir du 02/03/2026" in caption
+    assert "sans RPU" not in caption
 
 
 # --- the DAG -----------------------------------------------------------------------------------------------

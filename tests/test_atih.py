@@ -454,3 +454,49 @@ def test_reconciliation_csv_is_owner_only_even_over_a_leftover_part_file(tmp_pat
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert target.read_bytes() == b"\xef\xbb\xbffiness;ordre\r\n670780691;0\r\n"
     assert not leftover.exists()
+
+
+def test_year_view_totals_and_summary_e_mail_from_the_journal(conn, region, tmp_path, codegeo_csv, syrius):
+    """November then December sent, December rebuilt for both and refused for ALPHA: the year
+    view counts the files ATIH accepted and the RPU of the latest; the e-mail says what failed."""
+    registry.sync(conn, region, author="test")
+    load_year(conn, tmp_path)
+    codegeo = CodegeoTable.load(codegeo_csv)
+    for month in (11, 12):
+        atih.build_monthly(conn, atih.MonthPlan(2026, month, True), codegeo, tmp_path / "out")
+    atih.deliver(conn, atih.SyriusUpload(syrius.url, USER, PASSWORD))
+    atih.build_monthly(conn, atih.MonthPlan(2026, 12, True), codegeo, tmp_path / "out")
+    conn.execute("UPDATE send SET visit_count = visit_count + 1 WHERE finess = %s AND status = 'built'",
+                 (ALPHA["finess"],))
+    atih.deliver(conn, atih.SyriusUpload(syrius.url, USER, PASSWORD))
+    plan = atih.MonthPlan(2026, 12, False)
+    reconciliation = atih.write_reconciliation(conn, plan, tmp_path / "rapprochement")
+
+    year = read_csv(reconciliation.year_csv)
+    header, body = year[0], {row[0]: row for row in year[1:]}
+    assert header[:5] == ["finess", "ordre", "etablissement", "janvier fichiers", "janvier RPU"] and len(header) == 27
+    assert set(body) == {ALPHA["finess"], BRAVO["finess"], "RÉGION"}  # PARALLEL is not sent to ATIH
+    december = {e["finess"]: visits_in(conn, e, date(2026, 12, 1), date(2026, 12, 31)) for e in (ALPHA, BRAVO)}
+    for finess, files in ((ALPHA["finess"], "1"), (BRAVO["finess"], "2")):  # ALPHA's rebuild was refused
+        assert body[finess][header.index("décembre fichiers")] == files
+        assert body[finess][header.index("décembre RPU")] == str(december[finess])
+        assert body[finess][header.index("mai fichiers")] == "0"
+    region_row = body["RÉGION"]
+    assert region_row[:3] == ["RÉGION", "", "total"]
+    assert region_row[3:] == [str(sum(int(body[f][i]) for f in (ALPHA["finess"], BRAVO["finess"])))
+                              for i in range(3, 27)]  # totals, whole numbers
+    assert region_row[header.index("décembre fichiers")] == "3"
+
+    subject, text = atih.summary_text(plan, reconciliation.rows, region.name)
+    assert subject == "[RPU] ATIH 12/2026 : 1 fichier(s) accepté(s), 1 non accepté(s)"
+    assert text.startswith("Envoi mensuel à l'ATIH (Syrius) Région de test — fichiers cumulés du 01/01/2026 au "
+                           "31/12/2026.\n")
+    alpha = next(line for line in text.splitlines() if line.startswith(f"- {ALPHA['finess']}/0 "))
+    assert " : en échec, " in alpha and "KO : rpuCount=" in alpha
+    assert f"{december[ALPHA['finess']]} RPU du mois" in alpha
+    assert "Fichiers non acceptés" in text and text.endswith("aux exécutions suivantes.\n")
+
+    subject, text = atih.summary_text(atih.MonthPlan(2026, 10, False), reconciliation.rows)
+    assert subject == "[RPU] ATIH 10/2026 : 0 fichier(s) accepté(s)"
+    assert "Envoi mensuel à l'ATIH (Syrius) — " in text and "- aucun fichier pour ce mois." in text
+    assert "non accepté" not in text

@@ -282,7 +282,8 @@ def test_a_refused_request_is_an_answer_to_the_ars_not_an_incident(airflow_db, c
                                                                       ("dag_test", A, "2026-03-06")]
     sent = []
     now = datetime.combine(TODAY, time(10, 5), TZ)
-    text = absence.send_oru_digest(conn, region, TODAY, now, lambda to, subject, body: sent.append(body))
+    text = absence.send_oru_digest(conn, region, TODAY, now, lambda to, subject, body: sent.append(body),
+                                   refusals=replay.refusals_digest)
     assert sent == [text]
     assert "Reprises refusées (réponses à l'ARS dans Airflow, pas des incidents) : 2" in text
     assert f"dag_test : FINESS {UNKNOWN}, 2026-03-02 → 2026-03-05 : FINESS {UNKNOWN} inconnu du registre" in text
@@ -290,7 +291,7 @@ def test_a_refused_request_is_an_answer_to_the_ars_not_an_incident(airflow_db, c
     assert text.index("Reprises refusées") < text.index("Journal des exécutions")
     assert "Reprises refusées" not in absence.digest_text(conn, region, TODAY + timedelta(days=1), [])
     assert absence.send_oru_digest(conn, region, TODAY + timedelta(days=1), now + timedelta(days=1),
-                                   lambda to, subject, body: sent.append(body)) is not None
+                                   lambda to, subject, body: sent.append(body), refusals=replay.refusals_digest) is not None
     assert "Reprises refusées" not in sent[-1]  # listed once
 
 

@@ -78,7 +78,7 @@ class OperatorAlert(SmtpNotifier):
         return super().__call__(*args)
 
     def notify(self, context):
-        from rpu.formats.wording import render
+        from rpu.flows.templating import render
 
         error = context.get("exception")
         ti = context.get("ti")
@@ -159,19 +159,8 @@ def sftp_base_path(conn_id: str) -> str:
 
 def smtp_settings() -> SmtpSettings:
     connection = Connection.get(SMTP_CONN_ID)
-    extra = connection.extra_dejson or {}
-    return SmtpSettings(
-        host=connection.host or "127.0.0.1",
-        port=int(connection.port or 25),
-        sender=extra.get("from_email") or "concentrateur-rpu@localhost",
-        user=connection.login or None,
-        password=connection.password or None,
-        starttls=not _true(extra.get("disable_tls", False)),
-    )
-
-
-def _true(value) -> bool:
-    return value is True or str(value).lower() in ("true", "1", "yes")
+    return SmtpSettings.from_connection(connection.host, connection.port, connection.login, connection.password,
+                                        connection.extra_dejson)
 
 
 def send_mail(to: list[str], subject: str, body: str, attachments=()) -> None:

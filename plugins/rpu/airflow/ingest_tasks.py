@@ -13,8 +13,9 @@ import psycopg
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from rpu.airflow import glue
-from rpu.flows import ingest, switch
-from rpu.flows.ingest import InboxFile, IngestSummary, SftpInbox
+from rpu.flows import ingest, ingest_reports, switch
+from rpu.flows.inbox import InboxFile, SftpInbox
+from rpu.flows.ingest_reports import IngestSummary
 from rpu.store import registry
 from rpu.store.db import migrate
 
@@ -44,7 +45,7 @@ def list_files_task() -> list[dict]:
     with glue.database() as conn, glue.sftp_session(glue.INBOX_CONN_ID) as sftp:
         inbox = SftpInbox(sftp, glue.sftp_base_path(glue.INBOX_CONN_ID))
         to_take = ingest.list_inbox(conn, inbox, region, summary)
-        ingest.tell_oru(conn, region, summary, glue.send_mail)  # folders no establishment owns
+        ingest_reports.tell_oru(conn, region, summary, glue.send_mail)  # folders no establishment owns
     waiting = summary.totals()["waiting"]
     log.info("%s établissement(s) avec des fichiers à prendre (%s fichier(s)) ; %s fichier(s) en cours de dépôt",
              len(to_take), sum(len(files) for files in to_take.values()), waiting)
@@ -86,7 +87,7 @@ def summarize_task(planned: list[dict] | None, loaded) -> dict:
     summary = IngestSummary.merged(results)
     region = glue.region()
     with glue.database() as conn:
-        ingest.tell_oru(conn, region, summary, glue.send_mail)
+        ingest_reports.tell_oru(conn, region, summary, glue.send_mail)
     for line in summary.lines():
         log.info("%s", line)
     done = {result["finess"] for result in results}

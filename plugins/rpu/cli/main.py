@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     from rpu.cli.build import register_build_commands
     from rpu.cli.feedback import register_feedback_commands
     from rpu.cli.files import register_file_commands
+    from rpu.cli.mail import register_mail_commands
     from rpu.cli.monitor import register_establishment_commands
     from rpu.cli.region import register_region_commands
     from rpu.sandbox.demo import register_demo_commands
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_access_commands(commands)
     register_demo_commands(commands)
     register_feedback_commands(commands)
+    register_mail_commands(commands)
     return parser
 
 

@@ -10,6 +10,9 @@ file is parsed.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import os
 import re
 import tomllib
@@ -44,6 +47,50 @@ class EstablishmentConfig:
 
 
 @dataclass(frozen=True)
+class SftpSettings:
+    """``[sftp]``: the drop server as the establishments reach it (host, port as seen from
+    outside, and the server's public host key, given as text or as a ``.pub`` file), told to
+    each new establishment in its onboarding e-mail."""
+
+    host: str | None = None
+    port: int = 22
+    host_key: str | None = None  # "ssh-ed25519 AAAA..."
+    host_key_file: Path | None = None
+
+    def public_key(self) -> str | None:
+        """The host key's text, from ``host_key`` or else ``host_key_file`` (read now, not when
+        the region file is loaded: a missing file must not stop the DAGs)."""
+        if self.host_key:
+            return self.host_key
+        if self.host_key_file is None:
+            return None
+        try:
+            return self.host_key_file.read_text(encoding="utf-8")
+        except OSError as error:
+            raise RegionConfigError(f"[sftp] host_key_file illisible : {self.host_key_file} ({error.strerror})") from None
+
+
+def host_key_fingerprint(public_key: str) -> tuple[str, str]:
+    """(key type as ssh names it, ``SHA256:...`` fingerprint) of an OpenSSH public key line, as
+    ``ssh`` shows them at the first connection (``ED25519 key fingerprint is SHA256:...``). The
+    line may be a ``.pub`` file or a ``known_hosts`` line."""
+    words = public_key.split()
+    for i, word in enumerate(words[:-1]):
+        if word.startswith(("ssh-", "ecdsa-", "sk-")):
+            try:
+                blob = base64.b64decode(words[i + 1], validate=True)
+            except (binascii.Error, ValueError):
+                break
+            if blob[4:4 + len(word)] != word.encode():
+                break
+            digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+            kind = {"ssh-ed25519": "ED25519", "ssh-rsa": "RSA", "ssh-dss": "DSA"}.get(
+                word, "ECDSA" if word.startswith("ecdsa-") else word.upper())
+            return kind, f"SHA256:{digest}"
+    raise RegionConfigError("[sftp] clé d'hôte illisible (attendu : une clé publique « ssh-ed25519 AAAA... »)")
+
+
+@dataclass(frozen=True)
 class Region:
     code: str
     name: str
@@ -64,6 +111,9 @@ class Region:
     max_file_bytes: int = 200 << 20  # [intake] max_file_mb
     settle_seconds: int = 600  # [intake] settle_seconds: a file unchanged this long is complete
     keep_replaced_days: int = 35  # [intake] keep_replaced_days: replaced visits kept for a revoke
+    sftp: SftpSettings = SftpSettings()
+    spf_emails: tuple[str, ...] = ()  # [contacts]: Santé publique France (OSCOUR), told of each go-live
+    atih_emails: tuple[str, ...] = ()  # [contacts]: ATIH, told of each go-live
     extra: dict = field(default_factory=dict)
 
     @property
@@ -118,6 +168,7 @@ def parse(data: dict, path: Path | None = None) -> Region:
     paths = data.get("paths") or {}
     atih = data.get("atih") or {}
     intake = data.get("intake") or {}
+    contacts = data.get("contacts") or {}
     errors: list[str] = []
 
     def need(section: dict, key: str, section_name: str):
@@ -167,8 +218,11 @@ def parse(data: dict, path: Path | None = None) -> Region:
             max_file_bytes=_seconds(intake, "max_file_mb", 200, errors) << 20,
             settle_seconds=_seconds(intake, "settle_seconds", 600, errors),
             keep_replaced_days=_seconds(intake, "keep_replaced_days", 35, errors),
+            sftp=_sftp(data.get("sftp") or {}, base, errors),
+            spf_emails=_emails(contacts.get("spf_emails"), "contacts.spf_emails", errors),
+            atih_emails=_emails(contacts.get("atih_emails"), "contacts.atih_emails", errors),
             extra={k: v for k, v in data.items()
-                   if k not in ("region", "schedule", "paths", "atih", "intake", "establishment")},
+                   if k not in ("region", "schedule", "paths", "atih", "intake", "sftp", "contacts", "establishment")},
         )
     except (TypeError, ValueError) as error:
         errors.append(str(error))
@@ -190,6 +244,24 @@ def _volume_guard(intake: dict, errors: list[str]) -> VolumeGuard:
         errors.append("[intake] hold_when_drop_over doit être une part entre 0 (exclu) et 1, par exemple 0.5")
         drop = 0.5
     return VolumeGuard(hold_when_day_emptied=emptied, hold_when_drop_over=float(drop))
+
+
+def _sftp(section: dict, base: Path, errors: list[str]) -> SftpSettings:
+    """``[sftp]``: every key optional; the host key given as text is checked now."""
+    port = section.get("port", 22)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        errors.append("[sftp] port doit être un numéro de port (1 à 65535)")
+        port = 22
+    host_key = section.get("host_key") or None
+    if host_key:
+        try:
+            host_key_fingerprint(str(host_key))
+        except RegionConfigError as error:
+            errors.append(str(error))
+    key_file = section.get("host_key_file")
+    return SftpSettings(host=str(section["host"]).strip() if section.get("host") else None, port=port,
+                        host_key=str(host_key).strip() if host_key else None,
+                        host_key_file=(base / key_file) if key_file else None)
 
 
 def _seconds(section: dict, key: str, default: int, errors: list[str]) -> int:

@@ -24,88 +24,56 @@ before (rpu-format.md §1). The monitor runs once a day after the cut-off and ju
 Running twice the same day counts nothing twice and sends nothing twice. The clock is a
 parameter (``today``, ``now``): nothing here reads the wall clock, so tests walk through days.
 No Airflow import: the DAG ``rpu_absence_monitor`` calls :func:`run_monitor` and
-:func:`send_oru_digest`.
+``absence_mail.send_oru_digest``. The journal's reads and writes are in ``absence_journal``,
+the e-mails in ``absence_mail``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import statistics
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import psycopg
-from psycopg.rows import class_row
 
 from rpu.config.region import Region
+from rpu.flows.absence_journal import (
+    CATCH_UP_DAYS,
+    COLLAPSE_MIN_WEEKS,
+    COLLAPSE_RATIO,
+    COLLAPSE_WEEKS,
+    Episode,
+    FlowWarning,
+    Watched,
+    close_replayed,
+    covered_days,
+    episode_by_id,
+    episodes,
+    loaded_days,
+    lost_days,
+    open_episode,
+    transaction,
+    visits_per_day,
+    watched,
+)
+from rpu.flows.absence_mail import (
+    Notify,
+    alert_text,
+    digest_text,
+    replay_needed_text,
+    send_alert,
+    send_oru_digest,
+    send_replay_needed,
+)
+from rpu.flows.days import days_between, fr
 from rpu.formats.wording import plural
-from rpu.store.db import query
+
+# Also the names callers knew here before the journal and the e-mails had modules of their own.
+__all__ = ["Episode", "FlowWarning", "MonitorResult", "Watched", "alert_text", "close_replayed", "digest_text",
+           "episodes", "lost_days", "replay_needed_text", "run_monitor", "send_oru_digest"]
 
 log = logging.getLogger(__name__)
-
-Notify = Callable[[list[str], str, str], None]  # (recipients, subject, body)
-
-REPLAY_DAG_ID = "rpu_invs_replay"
-WINDOW_DAYS = 7          # each file re-sends J-1 and the six days before
-COLLAPSE_WEEKS = 8       # history of the same weekday for the flow collapse check
-COLLAPSE_MIN_WEEKS = 4   # fewer weeks with visits than this: no judgement
-COLLAPSE_RATIO = 0.5     # under half the usual level
-CATCH_UP_DAYS = 31       # days the monitor did not run are judged this far back at most
-
-WEEKDAYS = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
-STATUS_FR = {"onboarding": "en intégration", "parallel": "en parallèle", "live": "en production",
-             "inactive": "inactif"}
-
-
-@dataclass
-class Watched:
-    finess: str
-    ordre: int
-    name: str
-    status: str
-    it_contacts: list[str]
-    ars_contacts: list[str]
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} (FINESS {self.finess}, ORDRE {self.ordre}, {STATUS_FR.get(self.status, self.status)})"
-
-
-@dataclass
-class Episode:
-    id: int
-    finess: str
-    ordre: int
-    first_missing_day: date
-    last_missing_day: date
-    days_missing: int
-    state: str
-    alerted_at: datetime | None
-    resumed_on: date | None
-    replay_start: date | None
-    replay_end: date | None
-    end_notified_at: datetime | None
-    closed_at: datetime | None
-    replay_send_id: int | None
-    created_at: datetime
-    updated_at: datetime
-
-    @property
-    def lost_visit_days(self) -> tuple[date, date]:
-        """The visit dates a missing day costs: D-1 for each missing day D."""
-        return self.first_missing_day - timedelta(days=1), self.last_missing_day - timedelta(days=1)
-
-
-@dataclass
-class FlowWarning:
-    finess: str
-    ordre: int
-    day: date           # the visit date (J-1)
-    visits: int
-    usual: float        # median of the same weekday over the weeks before
 
 
 @dataclass
@@ -148,119 +116,6 @@ class MonitorResult:
         }
 
 
-@contextlib.contextmanager
-def _transaction(conn: psycopg.Connection) -> Iterator[None]:
-    """A real transaction, committed at the end of the block (psycopg would make a savepoint of
-    it if earlier reads had left a transaction open)."""
-    conn.commit()
-    with conn.transaction():
-        yield
-
-
-def fr(day: date | None) -> str:
-    return day.strftime("%d/%m/%Y") if day else "?"
-
-
-def days_between(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
-
-
-def ranges(days: Iterable[date]) -> list[tuple[date, date]]:
-    """Consecutive days grouped into (first, last) ranges."""
-    out: list[tuple[date, date]] = []
-    for day in sorted(set(days)):
-        if out and day == out[-1][1] + timedelta(days=1):
-            out[-1] = (out[-1][0], day)
-        else:
-            out.append((day, day))
-    return out
-
-
-def ranges_fr(days: Iterable[date]) -> str:
-    return ", ".join(fr(a) if a == b else f"du {fr(a)} au {fr(b)}" for a, b in ranges(days))
-
-
-def _days_fr(days: list[date]) -> str:
-    """"le 02/03/2026", or "du 02/03/2026 au 04/03/2026" (every day between)."""
-    return f"le {fr(days[0])}" if len(days) == 1 else ranges_fr(days)
-
-
-def lost_days(episode: Episode) -> list[date]:
-    """The visit dates an open absence has already lost: a missing day D costs the visits of
-    D-1, and the file sent the day after the last missing day still brings its 7 days back
-    (the last missing day's J-1 and the six days before); what lies before is lost for good
-    unless a file covering it is sent (then a replay)."""
-    window_start = episode.last_missing_day - timedelta(days=WINDOW_DAYS - 1)
-    first_lost = episode.first_missing_day - timedelta(days=1)
-    return days_between(first_lost, window_start - timedelta(days=1)) if first_lost < window_start else []
-
-
-# --- reading the journal ---------------------------------------------------------------------
-
-def watched(conn: psycopg.Connection) -> list[Watched]:
-    with conn.cursor(row_factory=class_row(Watched)) as cursor:
-        return cursor.execute(query("absence_watched")).fetchall()
-
-
-def loaded_days(conn: psycopg.Connection, finess: str, ordre: int, first: date, last: date, tz: str) -> set[date]:
-    rows = conn.execute(query("absence_loaded_days"),
-                        {"finess": finess, "ordre": ordre, "first_day": first, "last_day": last, "tz": tz})
-    return {row[0] for row in rows}
-
-
-def last_loaded_day(conn: psycopg.Connection, finess: str, ordre: int, before: date, tz: str) -> date | None:
-    """The last local day before ``before`` on which a file of the establishment was loaded."""
-    (day,) = conn.execute(query("absence_last_loaded_day"),
-                          {"finess": finess, "ordre": ordre, "before": before, "tz": tz}).fetchone()
-    return day
-
-
-def covered_days(conn: psycopg.Connection, finess: str, ordre: int, start: date, end: date, *, tz: str,
-                 received_from: date | None = None, received_to: date | None = None) -> set[date]:
-    """The visit dates of [start, end] covered by the period of a file loaded (received between
-    the two local days, inclusive; unbounded when not given)."""
-    rows = conn.execute(query("absence_coverage"), {
-        "finess": finess, "ordre": ordre, "period_start": start, "period_end": end, "tz": tz,
-        "received_from": received_from or "-infinity", "received_to": received_to or date(9999, 12, 30),
-    })
-    covered: set[date] = set()
-    for period_start, period_end in rows:
-        covered.update(days_between(max(period_start, start), min(period_end, end)))
-    return covered
-
-
-def visits_per_day(conn: psycopg.Connection, finess: str, ordre: int, first: date, last: date) -> dict[date, int]:
-    """Visits per ENTREE date, every day of [first, last] present (0 when none)."""
-    counts = {day: 0 for day in days_between(first, last)}
-    for day, visits in conn.execute(query("absence_visits_per_day"),
-                                    {"finess": finess, "ordre": ordre, "first_day": first, "last_day": last}):
-        counts[day] = visits
-    return counts
-
-
-def open_episode(conn: psycopg.Connection, finess: str, ordre: int) -> Episode | None:
-    with conn.cursor(row_factory=class_row(Episode)) as cursor:
-        return cursor.execute("SELECT * FROM absence_episode WHERE finess = %s AND ordre = %s AND state = 'open'"
-                              " FOR UPDATE", (finess, ordre)).fetchone()
-
-
-def episodes(conn: psycopg.Connection, *, state: str | None = None, finess: str | None = None) -> list[Episode]:
-    sql, params = "SELECT * FROM absence_episode WHERE true", []
-    if state:
-        sql += " AND state = %s"
-        params.append(state)
-    if finess:
-        sql += " AND finess = %s"
-        params.append(finess)
-    with conn.cursor(row_factory=class_row(Episode)) as cursor:
-        return cursor.execute(sql + " ORDER BY id", params).fetchall()
-
-
-def _episode(conn, episode_id: int) -> Episode:
-    with conn.cursor(row_factory=class_row(Episode)) as cursor:
-        return cursor.execute("SELECT * FROM absence_episode WHERE id = %s", (episode_id,)).fetchone()
-
-
 # --- the daily judgement ---------------------------------------------------------------------
 
 def run_monitor(conn: psycopg.Connection, region: Region, today: date, now: datetime,
@@ -273,11 +128,11 @@ def run_monitor(conn: psycopg.Connection, region: Region, today: date, now: date
     result = MonitorResult(today)
     result.replayed = [row[0] for row in close_replayed(conn, now)]
     for establishment in watched(conn):
-        with _transaction(conn):
+        with transaction(conn):
             _judge(conn, region, establishment, today, now, result)
     if notify is not None:
-        result.alert_sent = _send_alert(conn, region, result, now, notify)
-        result.replay_mails = _send_replay_needed(conn, region, now, notify)
+        result.alert_sent = send_alert(conn, region, today, result.silent, now, notify)
+        result.replay_mails = send_replay_needed(conn, region, now, notify)
     conn.commit()
     for line in result.lines():
         log.info("%s", line)
@@ -331,7 +186,7 @@ def _add_missing_day(conn, establishment: Watched, episode: Episode | None, day:
             " updated_at = now() WHERE id = %s", (day, day, episode_id))
     conn.execute("INSERT INTO absence_day (finess, ordre, day, episode_id) VALUES (%s, %s, %s, %s)"
                  " ON CONFLICT DO NOTHING", (establishment.finess, establishment.ordre, day, episode_id))
-    return _episode(conn, episode_id)
+    return episode_by_id(conn, episode_id)
 
 
 def _end_episode(conn, establishment: Watched, episode: Episode, resumed_on: date, now: datetime, tz: str) -> Episode:
@@ -349,7 +204,7 @@ def _end_episode(conn, establishment: Watched, episode: Episode, resumed_on: dat
         conn.execute(
             "UPDATE absence_episode SET state = 'healed', resumed_on = %s, closed_at = %s, updated_at = now()"
             " WHERE id = %s", (resumed_on, now, episode.id))
-    return _episode(conn, episode.id)
+    return episode_by_id(conn, episode.id)
 
 
 def _flow_check(conn, establishment: Watched, today: date) -> FlowWarning | None:
@@ -370,243 +225,3 @@ def _flow_check(conn, establishment: Watched, today: date) -> FlowWarning | None
                  " ON CONFLICT DO NOTHING", (establishment.finess, establishment.ordre, j1, visits, round(usual, 1)))
     return FlowWarning(establishment.finess, establishment.ordre, j1, visits, usual)
 
-
-def close_replayed(conn: psycopg.Connection, now: datetime) -> list[tuple]:
-    """Episodes waiting for a replay that a delivered replay now covers become ``replayed``.
-    Returns (episode id, finess, ordre, replay start, replay end, send id) rows. Commits."""
-    with _transaction(conn):
-        return conn.execute(query("absence_close_replayed"), {"now": now}).fetchall()
-
-
-# --- the e-mails -----------------------------------------------------------------------------
-
-def _recipients(region: Region, establishments: Iterable[Watched], *, with_it: bool = False) -> list[str]:
-    """The ARS: the region's addresses and the ARS contacts of the establishments named; their
-    IT contacts too for a message about one establishment only (``with_it``)."""
-    establishments = list(establishments)
-    out: list[str] = []
-    it = [a for e in establishments for a in e.it_contacts] if with_it else []
-    for address in list(region.ars_emails) + [a for e in establishments for a in e.ars_contacts] + it:
-        if address not in out:
-            out.append(address)
-    return out
-
-
-def replay_link(region: Region) -> str:
-    return f"{region.airflow_url.rstrip('/')}/dags/{REPLAY_DAG_ID}"
-
-
-def _send_alert(conn, region: Region, result: MonitorResult, now: datetime, notify: Notify) -> bool:
-    """The day's alert, if anything in it was not said yet: new missing days, new collapsing
-    flows, absences that ended by themselves."""
-    by_key = {(w.finess, w.ordre): w for w in watched(conn)}
-    new_days = conn.execute("SELECT finess, ordre, day FROM absence_day WHERE alerted_at IS NULL AND day <= %s",
-                            (result.today,)).fetchall()
-    new_warnings = conn.execute("SELECT finess, ordre, day, visits, usual FROM flow_warning WHERE alerted_at IS NULL"
-                                " AND day < %s ORDER BY finess, ordre, day", (result.today,)).fetchall()
-    healed = [e for e in episodes(conn, state="healed") if e.end_notified_at is None]
-    if not (new_days or new_warnings or healed):
-        return False
-    warnings = [(by_key.get((f, o)), FlowWarning(f, o, d, v, float(u))) for f, o, d, v, u in new_warnings]
-    healed_named = [(by_key.get((e.finess, e.ordre)), e) for e in healed]
-    named = [w for w, _ in result.silent] + [w for w, _ in warnings if w] + [w for w, _ in healed_named if w]
-    to = _recipients(region, named)
-    it_copies = {(w.finess, w.ordre): w for w in named if w.it_contacts}
-    if not (to or it_copies):
-        log.warning("Veille du %s : aucun destinataire (ni ars_emails ni contacts) : e-mail non envoyé.", result.today)
-        return False
-    subject = (f"[RPU {region.code}] Veille du {fr(result.today)} : "
-               f"{plural(len(result.silent), 'établissement')} sans fichier"
-               + (f", {len(warnings)} flux en forte baisse" if warnings else ""))
-    last_loaded = {(w.finess, w.ordre): last_loaded_day(conn, w.finess, w.ordre, e.first_missing_day, region.timezone)
-                   for w, e in result.silent}
-    if to:
-        notify(to, subject, alert_text(region, result.today, now, result.silent, warnings, healed_named, last_loaded))
-    # Each establishment's IT gets its own lines only: hospitals never see each other's.
-    for key, establishment in it_copies.items():
-        def own(pairs, key=key):
-            return [(w, item) for w, item in pairs if w and (w.finess, w.ordre) == key]
-        notify(list(establishment.it_contacts), f"[RPU {region.code}] Veille du {fr(result.today)} : {establishment.name}",
-               alert_text(region, result.today, now, own(result.silent), own(warnings), own(healed_named),
-                          last_loaded))
-    with _transaction(conn):
-        alerted = conn.execute("UPDATE absence_day SET alerted_at = %s WHERE alerted_at IS NULL AND day <= %s"
-                               " RETURNING episode_id", (now, result.today)).fetchall()
-        conn.execute("UPDATE absence_episode SET alerted_at = %s WHERE alerted_at IS NULL AND id = ANY(%s)",
-                     (now, [row[0] for row in alerted]))
-        conn.execute("UPDATE flow_warning SET alerted_at = %s WHERE alerted_at IS NULL AND day < %s", (now, result.today))
-        conn.execute("UPDATE absence_episode SET end_notified_at = %s WHERE state = 'healed' AND end_notified_at IS NULL",
-                     (now,))
-    return True
-
-
-def alert_text(region: Region, today: date, now: datetime, silent, warnings, healed,
-               last_loaded: dict[tuple[str, int], date] | None = None) -> str:
-    """``last_loaded``: (FINESS, ORDRE) -> the last day a file of it was loaded (None: never)."""
-    lines = ["Bonjour,", "",
-             f"Contrôle du {fr(today)} des fichiers RPU reçus par le concentrateur régional ({region.name}).",
-             "Chaque établissement doit déposer chaque nuit, avant 4 h, un fichier contenant les passages de la "
-             "veille et des six jours précédents.", ""]
-    if silent:
-        lines.append("ÉTABLISSEMENTS SANS FICHIER AUJOURD'HUI")
-        for establishment, episode in silent:
-            last = (last_loaded or {}).get((establishment.finess, establishment.ordre))
-            since = (f"dernier fichier chargé le {fr(last)}" if last else "aucun fichier chargé à ce jour")
-            missing = (fr(episode.first_missing_day) if episode.days_missing == 1 else
-                       f"du {fr(episode.first_missing_day)} au {fr(episode.last_missing_day)}")
-            lines.append(f"  - {establishment.label} : {since} ; "
-                         f"{plural(episode.days_missing, 'jour')} sans fichier ({missing}).")
-            lost = lost_days(episode)
-            if lost:
-                lines.append(f"    Passages perdus pour Santé publique France même si l'établissement renvoie son fichier "
-                             f"dès demain : {_days_fr(lost)} ({plural(len(lost), 'jour')}), hors de la fenêtre "
-                             "glissante de 7 jours. Quand l'établissement enverra de nouveau, le concentrateur "
-                             "indiquera la période exacte à reprendre (rejeu).")
-        lines += ["", "Que faire :",
-                  "  - Service informatique de l'établissement : vérifier l'export RPU (tâche planifiée, serveur, "
-                  "accès SFTP) et déposer le fichier dans le dossier <FINESS>/depot/ du serveur de dépôt ; si un "
-                  "fichier a été refusé, son rapport est dans <FINESS>/rejetes/.",
-                  "  - ARS : si le silence dure, contacter l'établissement. Une interruption de moins de 7 jours se "
-                  "rattrape seule (chaque fichier renvoie les 7 derniers jours) ; au-delà, une reprise vers Santé "
-                  "publique France sera nécessaire et vous sera signalée.", ""]
-    if warnings:
-        lines.append("FLUX EN FORTE BAISSE (passages de la veille sous la moitié de la médiane des mêmes jours de "
-                     f"semaine des {COLLAPSE_WEEKS} semaines précédentes)")
-        for establishment, warning in warnings:
-            name = establishment.label if establishment else f"FINESS {warning.finess}, ORDRE {warning.ordre}"
-            lines.append(f"  - {name} : {warning.visits} passages le {WEEKDAYS[warning.day.weekday()]} "
-                         f"{fr(warning.day)}, contre {warning.usual:g} habituellement.")
-        lines += ["", "Que faire : l'établissement vérifie que son export n'est pas incomplet (service ou site "
-                  "manquant, filtre, extraction interrompue) et redépose un fichier complet ; il remplacera le "
-                  "précédent pour la même période.", ""]
-    if healed:
-        lines.append("ABSENCES RÉSORBÉES (les fichiers reçus depuis couvrent tous les jours manquants, rien à faire)")
-        for establishment, episode in healed:
-            name = establishment.label if establishment else f"FINESS {episode.finess}, ORDRE {episode.ordre}"
-            lines.append(f"  - {name} : absence du {fr(episode.first_missing_day)} au {fr(episode.last_missing_day)}, "
-                         f"envois repris le {fr(episode.resumed_on)}.")
-        lines.append("")
-    sent_at = now.astimezone(ZoneInfo(region.timezone)) if now.tzinfo else now
-    lines += [f"Message envoyé automatiquement par le concentrateur RPU ({region.code}) le "
-              f"{sent_at:%d/%m/%Y à %H:%M}.", ""]
-    return "\n".join(lines)
-
-
-def _send_replay_needed(conn, region: Region, now: datetime, notify: Notify) -> int:
-    by_key = {(w.finess, w.ordre): w for w in watched(conn)}
-    sent = 0
-    for episode in episodes(conn, state="replay_needed"):
-        if episode.end_notified_at is not None:
-            continue
-        establishment = by_key.get((episode.finess, episode.ordre))
-        to = _recipients(region, [establishment] if establishment else [], with_it=True)
-        if not to:
-            continue
-        name = establishment.name if establishment else f"FINESS {episode.finess}"
-        subject = (f"[RPU {region.code}] Reprise nécessaire : {name} (FINESS {episode.finess}) "
-                   f"du {fr(episode.replay_start)} au {fr(episode.replay_end)}")
-        notify(to, subject, replay_needed_text(region, establishment, episode))
-        with _transaction(conn):
-            conn.execute("UPDATE absence_episode SET end_notified_at = %s WHERE id = %s", (now, episode.id))
-        sent += 1
-    return sent
-
-
-def replay_needed_text(region: Region, establishment: Watched | None, episode: Episode) -> str:
-    name = establishment.label if establishment else f"FINESS {episode.finess}, ORDRE {episode.ordre}"
-    start, end = episode.replay_start, episode.replay_end
-    lines = [
-        "Bonjour,", "",
-        f"L'établissement {name} n'a déposé aucun fichier RPU du {fr(episode.first_missing_day)} au "
-        f"{fr(episode.last_missing_day)} ({episode.days_missing} jours) ; les envois ont repris le "
-        f"{fr(episode.resumed_on)}.",
-        "Les fichiers reçus depuis ne couvrent pas toute la période (chaque fichier ne renvoie que les 7 derniers "
-        "jours) : Santé publique France n'a pas reçu les passages suivants et ne les recevra pas sans rattrapage :", "",
-        f"    FINESS : {episode.finess}",
-        f"    ORDRE  : {episode.ordre}",
-        f"    Période à reprendre : du {fr(start)} au {fr(end)} (dates d'entrée des passages)", "",
-        "Que faire :",
-        f"  1. L'établissement dépose un fichier couvrant cette période (DATEDEBUT {fr(start)}, DATEFIN au moins "
-        f"{fr(end)}) dans son dossier <FINESS>/depot/ ; vérifiez qu'il a été chargé (rapport dans traites/). "
-        "Sans ce fichier, la base régionale n'a pas ces passages et rien ne peut être renvoyé.",
-        "  2. Une fois ce fichier chargé, l'envoi quotidien vers Santé publique France le transmet le lendemain "
-        "matin et cet épisode se clôt de lui-même (voir le bilan quotidien). Pour l'envoyer sans attendre, ou si "
-        f"Santé publique France le redemande, déclenchez la reprise dans Airflow : {replay_link(region)}",
-        "     bouton « Déclencher » (« Trigger » si votre navigateur est en anglais), puis dans le formulaire :",
-        f"       FINESS géographique = {episode.finess}, ORDRE = {episode.ordre},",
-        f"       Premier jour à renvoyer = {fr(start)}, Dernier jour à renvoyer = {fr(end)},",
-        "       Simulation (rien n'est envoyé) = cochée d'abord : le nombre de passages par jour s'affiche, rien "
-        "n'est envoyé ;",
-        "       Motif = par exemple « absence d'envoi du ... au ... ».",
-        "     Puis déclenchez de nouveau avec « Simulation » décochée pour l'envoi réel. Si la reprise est refusée, "
-        "la raison s'affiche dans Airflow (tâche check_request) : corrigez et déclenchez de nouveau.",
-        "     En JSON (API REST, ou « airflow dags trigger -c ») :",
-        f'       {{"finess": "{episode.finess}", "ordre": {episode.ordre}, "start": "{start.isoformat()}", '
-        f'"end": "{end.isoformat()}", "dry_run": true, "reason": "absence d\'envoi"}}',
-        "  3. L'envoi (quotidien ou reprise) est inscrit au journal des envois et clôt cet épisode.", "",
-    ]
-    if establishment and establishment.status == "parallel":
-        lines += ["Établissement en parallèle : c'est encore l'ancien concentrateur qui transmet à Santé publique "
-                  "France ; la reprise est à faire de ce côté-là (ce concentrateur refusera de rejouer un établissement "
-                  "qui n'est pas en production).", ""]
-    lines.append(f"Message envoyé automatiquement par le concentrateur RPU ({region.code}).")
-    return "\n".join(lines) + "\n"
-
-
-# --- the ORU's daily digest ------------------------------------------------------------------
-
-def send_oru_digest(conn: psycopg.Connection, region: Region, today: date, now: datetime,
-                    notify: Notify) -> str | None:
-    """Once a day, to the ORU: absences under way, replays awaited, flows in collapse, and the
-    streak of every parallel establishment (who may go live). Returns the text sent, or None
-    when it was already sent today."""
-    from rpu.flows import switch  # the streak of the switch from an older concentrator
-
-    if conn.execute("SELECT 1 FROM absence_digest WHERE day = %s", (today,)).fetchone():
-        conn.commit()
-        return None
-    text = digest_text(conn, region, today, switch.streaks(conn, today, region.timezone))
-    from rpu.flows import replay  # refused replay requests: one line each, here and nowhere else
-
-    refusals = replay.refusals_digest(conn, now, region.timezone)
-    if refusals:
-        marker = "\nJournal des exécutions : "
-        head, _, tail = text.rpartition(marker)
-        text = f"{head}\n{refusals}{marker}{tail}" if head else text + "\n" + refusals
-    to = list(region.operator_emails)
-    if to:
-        notify(to, f"[RPU {region.code}] Bilan quotidien du {fr(today)} : absences et bascules", text)
-    with _transaction(conn):
-        conn.execute("INSERT INTO absence_digest (day, sent_at) VALUES (%s, %s) ON CONFLICT DO NOTHING", (today, now))
-    conn.commit()
-    return text
-
-
-def digest_text(conn, region: Region, today: date, streaks) -> str:
-    by_key = {(w.finess, w.ordre): w for w in watched(conn)}
-
-    def name(episode) -> str:
-        establishment = by_key.get((episode.finess, episode.ordre))
-        return establishment.label if establishment else f"FINESS {episode.finess}, ORDRE {episode.ordre}"
-
-    lines = [f"Bilan du {fr(today)} — {region.name}", ""]
-    open_ones = [e for e in episodes(conn, state="open") if (e.finess, e.ordre) in by_key]
-    lines.append(f"Absences en cours : {len(open_ones)}")
-    lines += [f"  - {name(e)} : sans fichier depuis le {fr(e.first_missing_day)} ({e.days_missing} j)"
-              for e in open_ones]
-    waiting = episodes(conn, state="replay_needed")
-    lines.append(f"Reprises à faire (DAG {REPLAY_DAG_ID}) : {len(waiting)}")
-    lines += [f"  - {name(e)} : du {fr(e.replay_start)} au {fr(e.replay_end)}" for e in waiting]
-    warnings = conn.execute("SELECT finess, ordre, day, visits, usual FROM flow_warning WHERE day = %s",
-                            (today - timedelta(days=1),)).fetchall()
-    lines.append(f"Flux en forte baisse (passages du {fr(today - timedelta(days=1))}) : {len(warnings)}")
-    lines += [f"  - FINESS {f}/{o} : {v} passages contre {float(u):g} habituellement" for f, o, _, v, u in warnings]
-    lines += ["", f"Établissements en parallèle (bascule depuis l'ancien concentrateur) : {len(streaks)}"]
-    for streak in streaks:
-        lines.append(f"  - {streak.describe()}")
-    eligible = [s for s in streaks if s.eligible]
-    if eligible:
-        lines += ["", "Éligibles au passage en production (rpu establishments promote FINESS --ordre N) : "
-                  + ", ".join(f"{s.finess}/{s.ordre}" for s in eligible)]
-    lines += ["", f"Journal des exécutions : {region.airflow_url.rstrip('/')}/dags/rpu_absence_monitor"]
-    return "\n".join(lines) + "\n"

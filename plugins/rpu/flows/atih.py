@@ -21,7 +21,8 @@ A send is ``sent`` only on ATIH's ``OK`` (or once the file is renamed on the SFT
 The reconciliation (view ``atih_reconciliation``, migration 005) gives, per establishment
 and month, the latest file, its status and ATIH's answer, and the RPU per month each file
 holds (``atih_send_month``, counted while the file is written); ``write_reconciliation``
-turns it into the two CSV files the ORU compares with Syrius's page. Re-running a month
+turns it into the two CSV files the ORU compares with Syrius's page (the year view pivoted
+with pandas), ``summary_text`` into the e-mail (``include/templates/atih_summary*.txt.j2``). Re-running a month
 builds it again: a new send row, the earlier one of that month cancelled if not yet
 delivered; the reconciliation shows the latest.
 """
@@ -40,10 +41,12 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import psycopg
 from psycopg.rows import dict_row
 
 from rpu.flows.invs import local_now
+from rpu.flows.templating import render
 from rpu.formats.model import Header, Visit
 from rpu.formats.syrius import CodegeoTable, write_syrius_zip
 from rpu.store import sends
@@ -347,7 +350,7 @@ class Reconciliation:
     month_csv: Path
     year_csv: Path
     rows: list[dict]
-    year_rows: list[dict]
+    year_table: pd.DataFrame  # the year view as written, the region's total last
 
 
 def reconciliation_rows(conn: psycopg.Connection, year: int) -> list[dict]:
@@ -355,17 +358,24 @@ def reconciliation_rows(conn: psycopg.Connection, year: int) -> list[dict]:
         return cursor.execute(query("atih_reconciliation"), {"year": year}).fetchall()
 
 
-def year_view(conn: psycopg.Connection, year: int) -> list[dict]:
-    """One row per establishment with sends accepted in ``year``: name, and per month the
-    files ATIH accepted (``files_<m>``) and the RPU of the month in the latest (``rpu_<m>``)."""
-    with conn.transaction():
-        rows = conn.execute(query("atih_year_view"), {"year": year}).fetchall()
-    by_establishment: dict[tuple[str, int], dict] = {}
-    for finess, ordre, name, month, files, rpu in rows:
-        entry = by_establishment.setdefault((finess, ordre), {"finess": finess, "ordre": ordre, "name": name or ""})
-        entry[f"files_{month}"] = files
-        entry[f"rpu_{month}"] = rpu or 0
-    return list(by_establishment.values())
+def year_view(conn: psycopg.Connection, year: int) -> pd.DataFrame:
+    """The year as Syrius's page shows it, the table the ORU checks against it: one row per
+    establishment with sends accepted in ``year`` (finess, ordre, etablissement), then per month
+    the files ATIH accepted (``<mois> fichiers``) and the RPU of the month in the latest of them
+    (``<mois> RPU``), 0 for a month without any; the region's total (``RÉGION``) last."""
+    with conn.transaction(), conn.cursor() as cursor:
+        cursor.execute(query("atih_year_view"), {"year": year})
+        frame = pd.DataFrame.from_records(cursor.fetchall(), columns=[c.name for c in cursor.description])
+    frame = frame.assign(name=frame["name"].fillna(""), rpu=frame["rpu"].fillna(0))
+    months = range(1, 13)
+    wide = (frame.set_index(["finess", "ordre", "name", "month"])[["files", "rpu"]]
+            .unstack("month", fill_value=0)
+            .reindex(columns=[(kind, m) for m in months for kind in ("files", "rpu")], fill_value=0)
+            .fillna(0).astype(int))
+    wide.columns = [f"{MONTHS_FR[m - 1]} {'fichiers' if kind == 'files' else 'RPU'}" for kind, m in wide.columns]
+    table = wide.reset_index().rename(columns={"name": "etablissement"})
+    total = {"finess": "RÉGION", "ordre": "", "etablissement": "total"} | wide.sum().astype(int).to_dict()
+    return pd.concat([table.astype(object), pd.DataFrame([total], dtype=object)], ignore_index=True)
 
 
 def _csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -385,9 +395,9 @@ def write_reconciliation(conn: psycopg.Connection, plan: MonthPlan, directory: s
     """Write the two CSV files (``;``, UTF-8 with BOM, owner-only) of the year of ``plan``:
 
     - ``atih_rapprochement_<yyyy>-<mm>.csv``: per establishment and month of the year, the
-      latest file, its status, ATIH's answer, the RPU it holds (cumulated) and those of the month;
-    - ``atih_vue_annuelle_<yyyy>.csv``: per establishment, for each month, the files ATIH
-      accepted and the RPU of the month, then a region total: what Syrius's page shows."""
+      latest file, its status, ATIH's answer, the RPU it holds (cumulated) and those of the month
+      (one line per row of the view, as it is);
+    - ``atih_vue_annuelle_<yyyy>.csv``: :func:`year_view`, what Syrius's page shows."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     rows = reconciliation_rows(conn, plan.year)
@@ -398,54 +408,16 @@ def write_reconciliation(conn: psycopg.Connection, plan: MonthPlan, directory: s
         else "", r["attempts"], r["remote_answer"] or "", _when(r["created_at"], timezone), _when(r["sent_at"], timezone),
     ] for r in rows])
 
-    year_rows = year_view(conn, plan.year)
-    header = ["finess", "ordre", "etablissement"]
-    for name in MONTHS_FR:
-        header += [f"{name} fichiers", f"{name} RPU"]
-    body = []
-    totals = [0] * 24
-    for entry in year_rows:
-        cells = []
-        for m in range(1, 13):
-            cells += [entry.get(f"files_{m}", 0), entry.get(f"rpu_{m}", 0)]
-        totals = [a + b for a, b in zip(totals, cells, strict=True)]
-        body.append([entry["finess"], entry["ordre"], entry["name"], *cells])
-    body.append(["RÉGION", "", "total", *totals])
+    year_table = year_view(conn, plan.year)
     year_csv = directory / f"atih_vue_annuelle_{plan.year}.csv"
-    _csv(year_csv, header, body)
-    return Reconciliation(month_csv, year_csv, rows, year_rows)
+    _csv(year_csv, list(year_table.columns), year_table.values.tolist())
+    return Reconciliation(month_csv, year_csv, rows, year_table)
 
 
 def summary_text(plan: MonthPlan, rows: list[dict], region_name: str = "") -> tuple[str, str]:
-    """(subject, body) of the e-mail to the ORU, in French."""
-    of_month = [r for r in rows if r["month"] == plan.month]
-    sent = [r for r in of_month if r["status"] == "sent"]
-    failed = [r for r in of_month if r["status"] != "sent"]
-    subject = f"[RPU] ATIH {plan.label} : {len(sent)} fichier(s) accepté(s)"
-    if failed:
-        subject += f", {len(failed)} non accepté(s)"
-    lines = [
-        f"Envoi mensuel à l'ATIH (Syrius) {region_name} — fichiers cumulés du 01/01/{plan.year} au "
-        f"{plan.end:%d/%m/%Y}.".replace("  ", " "),
-        "",
-        "Par établissement (FINESS/ORDRE : statut, RPU du fichier, RPU du mois, réponse du serveur) :",
-    ]
-    for r in of_month:
-        lines.append(f"- {r['finess']}/{r['ordre']} {r['name'] or ''} : {_STATUS_FR.get(r['status'], r['status'])},"
-                     f" {r['visit_count']} RPU cumulés, {r['month_visits'] or 0} RPU du mois ;"
-                     f" {r['remote_answer'] or '(pas de réponse)'}")
-    if not of_month:
-        lines.append("- aucun fichier pour ce mois.")
-    lines += [
-        "",
-        "En pièces jointes : le rapprochement par établissement et par mois, et la vue de l'année (fichiers et RPU",
-        "par mois) à comparer avec la page de présentation de Syrius.",
-    ]
-    if failed:
-        lines += [
-            "",
-            "Fichiers non acceptés : lisez la réponse du serveur ci-dessus. Un refus sur le nombre de RPU ou le",
-            "schéma se corrige en relançant le mois (paramètres year et month du DAG rpu_atih_monthly) ; un",
-            "serveur injoignable est réessayé automatiquement aux exécutions suivantes.",
-        ]
-    return subject, "\n".join(lines) + "\n"
+    """(subject, body) of the e-mail to the ORU, in French (``include/templates/atih_summary*.txt.j2``)."""
+    of_month = [r | {"statut": _STATUS_FR.get(r["status"], r["status"])} for r in rows if r["month"] == plan.month]
+    values = {"plan": plan, "region_name": region_name, "of_month": of_month,
+              "sent": [r for r in of_month if r["status"] == "sent"],
+              "failed": [r for r in of_month if r["status"] != "sent"]}
+    return render("atih_summary_subject.txt.j2", **values).strip(), render("atih_summary.txt.j2", **values)

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from rpu.config.region import Region, RegionConfigError
-from rpu.flows import charts
+from rpu.flows import charts, plain_text
 from rpu.flows.templating import render
 from rpu.formats.rules import RULES
 from rpu.store import quality, sends, timeliness
@@ -440,8 +440,9 @@ class _AsSend:
 
 def email_text(region: Region, name: str, finess: str, ordre: int, start: date, end: date, visits: int,
                remote_path: str, mode: str) -> tuple[str, str]:
-    subject = f"[RPU {region.code}] Votre rapport du {start:%d/%m/%Y} au {end:%d/%m/%Y} — {name}"
-    body = render("establishment_report_email.txt.j2", region_name=region.name, name=name, finess=finess,
-                  ordre=ordre, start=start, end=end, visits=visits, remote_path=remote_path,
-                  attached=mode == "attachment", operator_emails=list(region.operator_emails))
+    subject = plain_text.subject("establishment_report_email_subject.txt.j2", region_code=region.code, start=start,
+                                 end=end, name=name)
+    body = plain_text.render("establishment_report_email.txt.j2", region_name=region.name, name=name, finess=finess,
+                             ordre=ordre, start=start, end=end, visits=visits, remote_path=remote_path,
+                             attached=mode == "attachment", operator_emails=list(region.operator_emails))
     return subject, body

@@ -32,9 +32,10 @@ from pathlib import Path
 
 import psycopg
 
-from rpu.flows import absence
+from rpu.flows.absence_journal import close_replayed, covered_days, visits_per_day
+from rpu.flows.days import days_between, fr, ranges_fr
+from rpu.flows.plain_text import render
 from rpu.formats import finess as finess_rules
-from rpu.formats.wording import plural
 from rpu.store import sends
 
 log = logging.getLogger(__name__)
@@ -78,15 +79,9 @@ class BuiltReplay:
     per_day: dict[date, int]
 
     def report(self, request: ReplayRequest) -> list[str]:
-        lines = [f"Reprise {'SIMULÉE' if request.dry_run else 'RÉELLE'} : FINESS {request.finess} ORDRE {request.ordre}"
-                 f" ({request.name}), du {absence.fr(request.start)} au {absence.fr(request.end)}, "
-                 f"{plural(self.visits, 'passage')}, demandée par {request.requested_by} : {request.reason}"]
-        lines += [f"  {absence.WEEKDAYS[day.weekday()]:<9} {absence.fr(day)} : {visits:>6} {'passage' if visits < 2 else 'passages'}"
-                  for day, visits in sorted(self.per_day.items())]
-        if request.dry_run:
-            lines.append("Simulation : rien n'a été envoyé. Pour l'envoi réel, déclenchez de nouveau avec les mêmes "
-                         "valeurs et « Simulation » décochée.")
-        return lines
+        """What the ARS reads in the task's log: the request and the visits per day."""
+        return render("replay_report.txt.j2", request=request, visits=self.visits,
+                      per_day=sorted(self.per_day.items())).splitlines()
 
 
 def _as_date(value, label: str, errors: list[str]) -> date | None:
@@ -117,9 +112,9 @@ def check_request(conn: psycopg.Connection, *, finess: str, start, end, reason: 
                           _as_date(end, "Dernier jour à renvoyer", errors))
     if start_day and end_day:
         if end_day < start_day:
-            errors.append(f"La fin ({absence.fr(end_day)}) est avant le début ({absence.fr(start_day)}).")
+            errors.append(f"La fin ({fr(end_day)}) est avant le début ({fr(start_day)}).")
         if end_day >= today:
-            errors.append(f"La fin ({absence.fr(end_day)}) doit être antérieure à aujourd'hui ({absence.fr(today)}) : "
+            errors.append(f"La fin ({fr(end_day)}) doit être antérieure à aujourd'hui ({fr(today)}) : "
                           "on ne rejoue qu'une journée terminée.")
         span = (end_day - start_day).days + 1
         if span > MAX_SPAN_DAYS:
@@ -152,10 +147,10 @@ def check_request(conn: psycopg.Connection, *, finess: str, start, end, reason: 
         raise ReplayRefused(_refusal([f"{name} (FINESS {finess}) n'est pas en production ({detail})."]))
 
     missing = missing_days(conn, finess, ordre, start_day, end_day, tz)
-    visits = sum(absence.visits_per_day(conn, finess, ordre, start_day, end_day).values())
+    visits = sum(visits_per_day(conn, finess, ordre, start_day, end_day).values())
     conn.commit()
     if missing or visits == 0:
-        period = absence.ranges_fr(missing) if missing else f"du {absence.fr(start_day)} au {absence.fr(end_day)}"
+        period = ranges_fr(missing) if missing else f"du {fr(start_day)} au {fr(end_day)}"
         raise ReplayRefused(_refusal([
             f"La base régionale n'a pas les données de {name} (FINESS {finess}) pour : {period}. "
             "L'établissement doit d'abord envoyer ses fichiers pour cette période (un fichier dont DATEDEBUT et "
@@ -173,8 +168,8 @@ def missing_days(conn: psycopg.Connection, finess: str, ordre: int, start: date,
                  tz: str = "Europe/Paris") -> list[date]:
     """Days of [start, end] that no loaded file of the establishment covered: the regional
     database has nothing for them (a covered day with no visit is a real empty day)."""
-    covered = absence.covered_days(conn, finess, ordre, start, end, tz=tz)
-    return [day for day in absence.days_between(start, end) if day not in covered]
+    covered = covered_days(conn, finess, ordre, start, end, tz=tz)
+    return [day for day in days_between(start, end) if day not in covered]
 
 
 def spool_dir(region) -> Path:
@@ -197,7 +192,7 @@ def build(conn: psycopg.Connection, request: ReplayRequest, out_dir: str | os.Pa
         extract += timedelta(seconds=1)
         path = out_dir / invs.oscour_file_name(request.finess, request.ordre, extract)
     visits = invs.build_oscour(conn, request.finess, request.ordre, request.start, request.end, path, extract=extract)
-    per_day = absence.visits_per_day(conn, request.finess, request.ordre, request.start, request.end)
+    per_day = visits_per_day(conn, request.finess, request.ordre, request.start, request.end)
     conn.commit()
     if visits != sum(per_day.values()):  # the database changed under us: never send half a period
         path.unlink(missing_ok=True)
@@ -235,7 +230,7 @@ def deliver(conn: psycopg.Connection, send_id: int, open_session: Callable[[], A
         conn.commit()
         send = sends.get(conn, send_id)
         conn.commit()
-    closed = absence.close_replayed(conn, now) if send.status == "sent" else []
+    closed = close_replayed(conn, now) if send.status == "sent" else []
     return send, closed
 
 
@@ -266,8 +261,6 @@ def refusals_digest(conn: psycopg.Connection, now: datetime, tz: str = "Europe/P
     """The lines of the ORU's digest about the refusals not listed yet (empty when none), and
     they are marked listed. The caller commits with the digest."""
     from zoneinfo import ZoneInfo
-
-    from rpu.formats.wording import render
 
     rows = conn.execute("UPDATE replay_refusal SET digested_at = %s WHERE digested_at IS NULL"
                         " RETURNING requested_at, requested_by, finess, period_start, period_end, refusal",

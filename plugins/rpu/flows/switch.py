@@ -22,6 +22,7 @@ from datetime import date, timedelta
 import psycopg
 
 from rpu.config import region as region_config
+from rpu.flows.plain_text import render
 from rpu.store import registry
 from rpu.store.db import query
 
@@ -52,14 +53,8 @@ class Streak:
         return self.last_day - timedelta(days=self.days - 1) if self.days and self.last_day else None
 
     def describe(self) -> str:
-        head = f"{self.name} (FINESS {self.finess}, ORDRE {self.ordre}) : "
-        if self.eligible:
-            head += f"{self.days} jours corrects consécutifs (depuis le {self.since:%d/%m/%Y}) — éligible"
-        else:
-            head += f"{self.days}/{ELIGIBLE_DAYS} jours corrects consécutifs — pas encore éligible"
-        if self.broken_on and not self.eligible:
-            head += f" (dernier jour non conforme : {self.broken_on:%d/%m/%Y}, {self.broken_because})"
-        return head
+        """One line: the streak and whether it may go live."""
+        return render("switch_streak.txt.j2", streak=self, eligible_days=ELIGIBLE_DAYS).strip()
 
 
 def day_files(conn: psycopg.Connection, finess: str, ordre: int, first: date, last: date,

@@ -1,6 +1,10 @@
 """What people read is written as Jinja2 templates in ``include/templates/`` (an ORU can read
 and adjust them): HTML with autoescape on, plain text for e-mails. French number and date
-formats are filters here, so templates never format numbers by hand."""
+formats are filters here, so templates never format numbers by hand.
+
+An ORU overrides a template by dropping a file of the same name in ``templates/`` beside its
+region file (``RPU_REGION_CONFIG``): that folder is searched first, then ``include/templates/``
+(an override may still ``{% include %}`` the shipped templates it does not replace)."""
 
 from __future__ import annotations
 
@@ -46,10 +50,22 @@ def _autoescape(name: str | None) -> bool:
     return bool(name) and name.endswith((".html.j2", ".html"))
 
 
+def region_templates_dir(region_path: str | os.PathLike | None = None) -> Path | None:
+    """``templates/`` beside the region file (the one given, else ``RPU_REGION_CONFIG``), if the
+    ORU made one."""
+    path = region_path or os.environ.get("RPU_REGION_CONFIG")
+    if not path:
+        return None
+    folder = Path(path).resolve().parent / "templates"
+    return folder if folder.is_dir() else None
+
+
 @cache
-def environment() -> jinja2.Environment:
+def environment(overrides: Path | None = None) -> jinja2.Environment:
+    """The templates, ``overrides`` (the region's folder) first; one environment per folder."""
+    shipped = jinja2.FileSystemLoader(str(TEMPLATE_DIR))
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        loader=jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(overrides)), shipped]) if overrides else shipped,
         autoescape=_autoescape,
         undefined=jinja2.StrictUndefined,  # a missing value is an error, never an empty cell
         trim_blocks=True,
@@ -62,4 +78,10 @@ def environment() -> jinja2.Environment:
 
 
 def render(template: str, /, **context) -> str:
-    return environment().get_template(template).render(**context)
+    """The template rendered, the region's own version first when it has one."""
+    return environment(region_templates_dir()).get_template(template).render(**context)
+
+
+def render_for(region_path: str | os.PathLike | None, template: str, /, **context) -> str:
+    """As :func:`render`, for a region file named explicitly (``rpu ... --region``)."""
+    return environment(region_templates_dir(region_path)).get_template(template).render(**context)

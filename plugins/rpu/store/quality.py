@@ -1,6 +1,7 @@
 """Quality and activity indicators of the regional database (rpu-format.md §3), for the ARS
-report: FEDORU exhaustivité and exploitabilité per field and establishment, daily visits, CCMU,
-age pyramid, length of stay, files received.
+report and the establishments' reports: FEDORU exhaustivité and exploitabilité per field and
+establishment, CCMU, age pyramid, length of stay; ``frame`` reads any of the ``ars_*`` queries
+as a DataFrame (the ARS report pivots them, ``rpu.flows.ars_report``).
 
 Everything is aggregated by PostgreSQL (``include/sql/queries/ars_*.sql``); Python only gets a
 few rows per establishment, never the visits themselves. The value sets come from
@@ -10,9 +11,10 @@ few rows per establishment, never the visits themselves. The value sets come fro
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import date
 
+import pandas as pd
 import psycopg
 
 from rpu.formats import nomenclature as nom
@@ -102,35 +104,6 @@ class StaySummary:
     bins: tuple[int, ...]  # RPU per STAY_CLASSES
 
 
-@dataclass
-class FileCounts:
-    by_status: dict[str, int] = field(default_factory=dict)
-    records_rejected: int = 0
-    last_received_at: datetime | None = None
-
-    @property
-    def total(self) -> int:
-        return sum(self.by_status.values())
-
-
-@dataclass
-class ReportData:
-    """Everything the ARS report shows, already aggregated."""
-
-    start: date  # first ENTREE day of the period
-    end: date  # exclusive
-    window_start: date  # first day of the activity window (8 weeks)
-    establishments: list[Establishment]  # in the export scope
-    excluded: list[Establishment]  # registered, but out of the export scope (their status)
-    visits: dict[Key | None, int]
-    quality: dict[Key | None, dict[str, Indicator]]
-    daily: dict[Key, dict[date, int]]
-    ccmu: dict[Key | None, dict[str, int]]
-    ages: dict[tuple[str, int | None], int]
-    stays: dict[Key | None, StaySummary]
-    files: dict[Key, FileCounts]
-
-
 def value_set_params() -> dict:
     """The value sets and patterns of rpu.formats.nomenclature, as ars_quality.sql expects them."""
     sets = nom.VALUE_SETS
@@ -152,6 +125,18 @@ def value_set_params() -> dict:
     }
 
 
+def params(name: str, start: date, end: date, statuses=DEFAULT_STATUSES) -> dict:
+    """The parameters of the ``ars_*`` query ``name`` over the ENTREE days [start, end)."""
+    base = {"start": start, "end": end, "statuses": list(statuses)}
+    if name == "ars_quality":
+        return base | value_set_params()
+    if name == "ars_ccmu":
+        return base | {"gravite": sorted(nom.VALUE_SETS["GRAVITE"])}
+    if name == "ars_length_of_stay":
+        return base | {"bounds": list(map(float, STAY_BOUNDS))}
+    return base
+
+
 def _key(finess: str | None, ordre: int | None) -> Key | None:
     return None if finess is None else (finess, int(ordre))
 
@@ -159,11 +144,10 @@ def _key(finess: str | None, ordre: int | None) -> Key | None:
 def indicators(conn: psycopg.Connection, start: date, end: date,
                statuses=DEFAULT_STATUSES) -> tuple[dict[Key | None, int], dict[Key | None, dict[str, Indicator]]]:
     """Visits and FEDORU indicators per establishment and for the region (key None)."""
-    params = {"start": start, "end": end, "statuses": list(statuses)} | value_set_params()
     visits: dict[Key | None, int] = {}
     result: dict[Key | None, dict[str, Indicator]] = {}
     with conn.cursor() as cursor:
-        cursor.execute(query("ars_quality"), params)
+        cursor.execute(query("ars_quality"), params("ars_quality", start, end, statuses))
         names = [column.name for column in cursor.description]
         for row in cursor:
             values = dict(zip(names, row, strict=True))
@@ -177,20 +161,10 @@ def indicators(conn: psycopg.Connection, start: date, end: date,
     return visits, result
 
 
-def daily_visits(conn: psycopg.Connection, start: date, end: date,
-                 statuses=DEFAULT_STATUSES) -> dict[Key, dict[date, int]]:
-    out: dict[Key, dict[date, int]] = defaultdict(dict)
-    rows = conn.execute(query("ars_daily_visits"), {"start": start, "end": end, "statuses": list(statuses)})
-    for finess, ordre, day, count in rows:
-        out[(finess, ordre)][day] = count
-    return dict(out)
-
-
 def ccmu(conn: psycopg.Connection, start: date, end: date, statuses=DEFAULT_STATUSES) -> dict[Key | None, dict[str, int]]:
     """RPU per CCMU class ('' not filled, '?' outside the value set), per establishment and region."""
     out: dict[Key | None, dict[str, int]] = defaultdict(dict)
-    params = {"start": start, "end": end, "statuses": list(statuses), "gravite": sorted(nom.VALUE_SETS["GRAVITE"])}
-    for finess, ordre, gravite, count in conn.execute(query("ars_ccmu"), params):
+    for finess, ordre, gravite, count in conn.execute(query("ars_ccmu"), params("ars_ccmu", start, end, statuses)):
         out[_key(finess, ordre)][gravite] = count
     return dict(out)
 
@@ -198,31 +172,18 @@ def ccmu(conn: psycopg.Connection, start: date, end: date, statuses=DEFAULT_STAT
 def age_pyramid(conn: psycopg.Connection, start: date, end: date,
                 statuses=DEFAULT_STATUSES) -> dict[tuple[str, int | None], int]:
     """RPU per (sex M/F/I, 10-year band of the age at ENTREE, None when unknown)."""
-    rows = conn.execute(query("ars_age_pyramid"), {"start": start, "end": end, "statuses": list(statuses)})
+    rows = conn.execute(query("ars_age_pyramid"), params("ars_age_pyramid", start, end, statuses))
     return {(sexe, band): count for sexe, band, count in rows}
 
 
 def length_of_stay(conn: psycopg.Connection, start: date, end: date,
                    statuses=DEFAULT_STATUSES) -> dict[Key | None, StaySummary]:
-    params = {"start": start, "end": end, "statuses": list(statuses), "bounds": list(map(float, STAY_BOUNDS))}
     out: dict[Key | None, StaySummary] = {}
-    for finess, ordre, visits, with_sortie, kept, median, p90, bins in conn.execute(query("ars_length_of_stay"), params):
+    rows = conn.execute(query("ars_length_of_stay"), params("ars_length_of_stay", start, end, statuses))
+    for finess, ordre, visits, with_sortie, kept, median, p90, bins in rows:
         counts = tuple(int(bins.get(str(i), 0)) for i in range(len(STAY_CLASSES)))
         out[_key(finess, ordre)] = StaySummary(visits, with_sortie, kept, median, p90, counts)
     return out
-
-
-def received_files(conn: psycopg.Connection, since: datetime, until: datetime,
-                   statuses=DEFAULT_STATUSES) -> dict[Key, FileCounts]:
-    out: dict[Key, FileCounts] = defaultdict(FileCounts)
-    params = {"since": since, "until": until, "statuses": list(statuses)}
-    for finess, ordre, status, files, rejected, last in conn.execute(query("ars_received_files"), params):
-        counts = out[(finess, ordre)]
-        counts.by_status[status] = files
-        counts.records_rejected += rejected
-        if counts.last_received_at is None or last > counts.last_received_at:
-            counts.last_received_at = last
-    return dict(out)
 
 
 def establishments(conn: psycopg.Connection) -> list[Establishment]:
@@ -230,24 +191,17 @@ def establishments(conn: psycopg.Connection) -> list[Establishment]:
             for finess, ordre, name, status in conn.execute(query("ars_establishments"))]
 
 
-def collect(conn: psycopg.Connection, *, start: date, end: date, window_start: date, files_since: datetime,
-            files_until: datetime, statuses=DEFAULT_STATUSES) -> ReportData:
-    """All the report's aggregates. Run it in the export's snapshot so that the report and the
-    data files describe the same database state."""
-    statuses = tuple(statuses)
-    registered = establishments(conn)
-    visits, quality = indicators(conn, start, end, statuses)
-    in_scope = [e for e in registered if e.status in statuses]
-    known = {e.key for e in in_scope}
-    # Visits of an establishment missing from the registry cannot be in scope (the join drops them).
-    return ReportData(
-        start=start, end=end, window_start=window_start,
-        establishments=in_scope,
-        excluded=[e for e in registered if e.key not in known],
-        visits=visits, quality=quality,
-        daily=daily_visits(conn, window_start, end, statuses),
-        ccmu=ccmu(conn, start, end, statuses),
-        ages=age_pyramid(conn, start, end, statuses),
-        stays=length_of_stay(conn, start, end, statuses),
-        files=received_files(conn, files_since, files_until, statuses),
-    )
+def frame(conn: psycopg.Connection, name: str, arguments: dict) -> pd.DataFrame:
+    """The rows of query ``name`` as a DataFrame, its columns named as in the SQL. Read with a
+    cursor and ``DataFrame.from_records`` (psycopg binds the parameters as everywhere else):
+    ``pandas.read_sql`` warns on a connection that is not SQLAlchemy's."""
+    with conn.cursor() as cursor:
+        cursor.execute(query(name), arguments)
+        columns = [column.name for column in cursor.description]
+        return pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
+
+
+def first_days(conn: psycopg.Connection, statuses=DEFAULT_STATUSES) -> dict[Key, date | None]:
+    """The first day each establishment sent (its first file), None when it never sent."""
+    return {(finess, ordre): first for finess, ordre, first in
+            conn.execute(query("ars_first_days"), {"statuses": list(statuses)})}
