@@ -10,6 +10,9 @@ Fixtures:
     database_url         (session)  URL of a throwaway database rpu_test_<random>;
                                     sets AIRFLOW_CONN_RPU_DB
     fresh_database_url   (function) factory: fresh_database_url() -> URL of a new empty database
+    db                   (function) URL of a fresh, migrated regional database; sets
+                                    AIRFLOW_CONN_RPU_DB (a test module may define its own)
+    conn                 (function) an autocommit connection to ``db`` (likewise)
     sftp_server          (session)  running SftpServer; sets AIRFLOW_CONN_RPU_INBOX,
                                     AIRFLOW_CONN_INVS_OUTBOX, AIRFLOW_CONN_ARS_OUTBOX
     clean_sftp           (function) sftp_server, running, with an empty root
@@ -19,11 +22,15 @@ Fixtures:
     airflow_db           (session)  Airflow's metadata database, reset once (for dag.test())
     celery_broker_url    (session)  redis://...: the machine's Redis on 127.0.0.1:6379 when it
                                     answers (else a private redis-server), database number 11
+
+Helpers (``from conftest import ...``): ``migrated(url)``, ``migrated_database(admin_url)``,
+``write_region_file(folder, ...)``.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import secrets
@@ -57,6 +64,7 @@ os.environ.update(
 if str(REPO_ROOT / "plugins") not in sys.path:
     sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
+import psycopg  # noqa: E402
 import pytest  # noqa: E402
 
 from rpu.sandbox.local_services import (  # noqa: E402
@@ -77,6 +85,25 @@ SFTP_CONNECTION_IDS = ("rpu_inbox", "invs_outbox", "ars_outbox")
 
 def _conn_env(conn_id: str) -> str:
     return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+@contextlib.contextmanager
+def airflow_connections(connection: dict, *conn_ids: str) -> Iterator[None]:
+    """``AIRFLOW_CONN_<ID>`` of each of ``conn_ids`` set to ``connection`` (its JSON form) until the end."""
+    with pytest.MonkeyPatch.context() as mp:
+        for conn_id in conn_ids:
+            mp.setenv(_conn_env(conn_id), json.dumps(connection))
+        yield
+
+
+@contextlib.contextmanager
+def serving(service, *conn_ids: str):
+    """``service`` (started) reachable by Airflow as each of ``conn_ids``; stopped at the end."""
+    try:
+        with airflow_connections(service.airflow_connection(), *conn_ids):
+            yield service
+    finally:
+        service.stop()
 
 
 # --------------------------------------------------------------------------- Airflow
@@ -120,12 +147,11 @@ def database_url(pg_admin_url: str) -> Iterator[str]:
     """A throwaway database for the whole session, reachable by Airflow as ``rpu_db``."""
     name = f"rpu_test_{secrets.token_hex(4)}"
     url = create_database(pg_admin_url, name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(_conn_env("rpu_db"), json.dumps(postgres_airflow_connection(url)))
-        try:
+    try:
+        with airflow_connections(postgres_airflow_connection(url), "rpu_db"):
             yield url
-        finally:
-            drop_database(pg_admin_url, name)
+    finally:
+        drop_database(pg_admin_url, name)
 
 
 @pytest.fixture
@@ -143,21 +169,67 @@ def fresh_database_url(pg_admin_url: str) -> Iterator[Callable[[], str]]:
         drop_database(pg_admin_url, name)
 
 
+@contextlib.contextmanager
+def migrated_database(admin_url: str, prefix: str = "rpu_test_") -> Iterator[str]:
+    """A new regional database (``prefix`` + random), migrated, for a module's tests; dropped at the end."""
+    name = prefix + secrets.token_hex(4)
+    url = create_database(admin_url, name)
+    try:
+        yield migrated(url)
+    finally:
+        drop_database(admin_url, name)
+
+
+def migrated(url: str) -> str:
+    """The regional schema created in the database at ``url`` (its migrations); returns ``url``."""
+    from rpu.store.db import migrate
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        migrate(connection)
+    return url
+
+
+@pytest.fixture
+def db(fresh_database_url, monkeypatch) -> str:
+    """A fresh, migrated regional database, which the DAGs reach as ``rpu_db``."""
+    url = migrated(fresh_database_url())
+    monkeypatch.setenv(_conn_env("rpu_db"), json.dumps(postgres_airflow_connection(url)))
+    return url
+
+
+@pytest.fixture
+def conn(db):
+    """An autocommit connection to the test's regional database."""
+    with psycopg.connect(db, autocommit=True) as connection:
+        yield connection
+
+
+# --------------------------------------------------------------------------- the region file
+
+
+def write_region_file(folder: Path, monkeypatch: pytest.MonkeyPatch | None = None, **fields):
+    """``folder/region.toml`` rendered from ``fields`` (the arguments of rpu.config.region.render;
+    a test region TST with one operator address unless told otherwise), then loaded; with
+    ``monkeypatch``, also the region of ``RPU_REGION_CONFIG`` for the test."""
+    from rpu.config import region as region_config
+
+    path = Path(folder) / "region.toml"
+    fields = {"code": "TST", "name": "Région de test", "operator_emails": ["oru@example.org"], **fields}
+    path.write_text(region_config.render(**fields), encoding="utf-8")
+    if monkeypatch is not None:
+        monkeypatch.setenv("RPU_REGION_CONFIG", str(path))
+    return region_config.load(path)
+
+
 # --------------------------------------------------------------------------- SFTP
 
 
 @pytest.fixture(scope="session")
 def sftp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SftpServer]:
     root = tmp_path_factory.mktemp("sftp-root")
-    server = SftpServer(root, username="rpu", password=secrets.token_urlsafe(12)).start()
-    connection = json.dumps(server.airflow_connection())
-    with pytest.MonkeyPatch.context() as mp:
-        for conn_id in SFTP_CONNECTION_IDS:
-            mp.setenv(_conn_env(conn_id), connection)
-        try:
-            yield server
-        finally:
-            server.stop()
+    with serving(SftpServer(root, username="rpu", password=secrets.token_urlsafe(12)).start(),
+                 *SFTP_CONNECTION_IDS) as server:
+        yield server
 
 
 @pytest.fixture
@@ -178,13 +250,8 @@ def clean_sftp(sftp_server: SftpServer) -> SftpServer:
 @pytest.fixture(scope="session")
 def smtp_sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpSink]:
     # One sink for the whole session: SmtpNotifier caches its hook (and so the port).
-    sink = SmtpSink(mailbox_dir=tmp_path_factory.mktemp("mailbox")).start()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(_conn_env("smtp_default"), json.dumps(sink.airflow_connection()))
-        try:
-            yield sink
-        finally:
-            sink.stop()
+    with serving(SmtpSink(mailbox_dir=tmp_path_factory.mktemp("mailbox")).start(), "smtp_default") as sink:
+        yield sink
 
 
 @pytest.fixture
@@ -237,7 +304,8 @@ def demo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     directory, its own databases; stopped and purged at the end, even on failure."""
     import time
 
-    from rpu.sandbox.demo import DemoState, free_port
+    from rpu.sandbox.demo_state import DemoState
+    from rpu.sandbox.processes import free_port
 
     state_root = tmp_path_factory.mktemp("demo") / "state"
     port = free_port()

@@ -20,8 +20,8 @@ from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import psycopg
 import pytest
+from conftest import write_region_file
 from lxml import etree
 from psycopg.rows import class_row
 
@@ -31,9 +31,7 @@ from rpu.flows import atih
 from rpu.formats.syrius import CodegeoTable
 from rpu.formats.validation import inspect_file
 from rpu.sandbox import generator
-from rpu.sandbox.local_services import postgres_airflow_connection
 from rpu.store import extract, registry, sends
-from rpu.store.db import migrate
 from rpu.store.loader import load_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -150,21 +148,6 @@ def syrius(monkeypatch):
 
 
 @pytest.fixture
-def db(fresh_database_url, monkeypatch) -> str:
-    url = fresh_database_url()
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn)
-    monkeypatch.setenv("AIRFLOW_CONN_RPU_DB", json.dumps(postgres_airflow_connection(url)))
-    return url
-
-
-@pytest.fixture
-def conn(db):
-    with psycopg.connect(db, autocommit=True) as connection:
-        yield connection
-
-
-@pytest.fixture
 def codegeo_csv(tmp_path) -> Path:
     path = tmp_path / "codegeo.csv"
     path.write_text("cp;codegeo\n67000;67000\n67100;67100\n67200;67200\n", encoding="utf-8")
@@ -174,13 +157,9 @@ def codegeo_csv(tmp_path) -> Path:
 def write_region(tmp_path, monkeypatch, codegeo_csv, *, delivery: str = "http") -> region_config.Region:
     establishments = [{"finess": e["finess"], "ordre": 0, "name": e["name"], "status": STATUSES[e["finess"]]}
                       for e in (ALPHA, BRAVO, PARALLEL)]
-    path = tmp_path / "region.toml"
-    path.write_text(region_config.render(
-        code="TST", name="Région de test", operator_emails=["oru@example.org"], establishments=establishments,
-        schedule={"atih_day": 10}, atih={"delivery": delivery},
-        paths={"exports_dir": str(tmp_path / "exports"), "codegeo_csv": str(codegeo_csv)}), encoding="utf-8")
-    monkeypatch.setenv("RPU_REGION_CONFIG", str(path))
-    return region_config.load(path)
+    return write_region_file(tmp_path, monkeypatch, establishments=establishments, schedule={"atih_day": 10},
+                             atih={"delivery": delivery},
+                             paths={"exports_dir": str(tmp_path / "exports"), "codegeo_csv": str(codegeo_csv)})
 
 
 @pytest.fixture

@@ -26,7 +26,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import REPO_ROOT
 
-from rpu.sandbox.demo import ARS_DIR, AirflowApi, demo_establishments
+from rpu.sandbox.airflow_api import AirflowApi
+from rpu.sandbox.demo_region import ARS_DIR, demo_establishments
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 

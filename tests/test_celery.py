@@ -3,7 +3,7 @@ Celery workers (``worker-1``, ``worker-2``, each its own hostname in the task in
 Redis as broker (its own database number and queue name, so that another test run or the demo
 on the same Redis never takes these tasks), PostgreSQL for Airflow's metadata, Celery's results
 and the regional database, the real SFTP server. The same DAG files and connections as the
-LocalExecutor tests; only the executor changes (:class:`rpu.sandbox.demo.CeleryWorkers`).
+LocalExecutor tests; only the executor changes (:class:`rpu.sandbox.airflow_site.CeleryWorkers`).
 
 A night of 20 establishments: every file loaded exactly once, one ``load`` instance per
 establishment named by its FINESS, and the instances spread over both workers.
@@ -24,8 +24,10 @@ import pytest
 
 from rpu.config import region
 from rpu.sandbox import generator
-from rpu.sandbox.demo import AirflowApi, AirflowSite, CeleryWorkers, free_port, sqlalchemy_url, stop_groups, tail
+from rpu.sandbox.airflow_api import AirflowApi
+from rpu.sandbox.airflow_site import AirflowSite, CeleryWorkers, sqlalchemy_url
 from rpu.sandbox.local_services import postgres_airflow_connection
+from rpu.sandbox.processes import free_port, stop_groups, tail
 
 TZ = ZoneInfo("Europe/Paris")
 N_ESTABLISHMENTS = 20

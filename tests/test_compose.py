@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from rpu.airflow.access import FAB_AUTH_MANAGER
-from rpu.cli.region import CONNECTION_IDS, CONTAINER_EXPORTS_DIR, CONTAINER_REGION_DIR, _read_env_file, init_region
+from rpu.cli.connections import CONNECTION_IDS, read_env_file
+from rpu.cli.region_init import CONTAINER_EXPORTS_DIR, CONTAINER_REGION_DIR, init_region
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yaml"
@@ -126,7 +127,7 @@ def test_secrets_come_only_from_the_env_file(compose, services):
     text = "\n".join(line for line in COMPOSE_FILE.read_text(encoding="utf-8").splitlines()
                      if not line.lstrip().startswith("#"))
     referenced = set(_INTERPOLATION.findall(text))
-    example = _read_env_file(ENV_EXAMPLE)
+    example = read_env_file(ENV_EXAMPLE)
     missing = {name for name, _ in referenced} - set(example)
     assert not missing, f".env.example does not define {missing}"
     secret_name = re.compile(r"PASSWORD|SECRET|FERNET|HOST_KEY|AIRFLOW_CONN_|SQL_ALCHEMY_CONN|DATABASE_URL")
@@ -246,7 +247,7 @@ def project(tmp_path) -> Path:
 
 def _compose(docker_compose: str, project: Path, *args: str) -> subprocess.CompletedProcess:
     # Variables of the calling shell win over the .env file: none of ours may leak in.
-    ours = set(_read_env_file(ENV_EXAMPLE))
+    ours = set(read_env_file(ENV_EXAMPLE))
     env = {k: v for k, v in os.environ.items() if k not in ours and not k.startswith(("COMPOSE_", "DOCKER_"))}
     return subprocess.run([docker_compose, "-f", "docker-compose.yaml", *args], cwd=project, env=env,
                           capture_output=True, text=True, timeout=120)
@@ -265,7 +266,7 @@ def test_compose_config_is_valid_with_a_region_made_by_rpu_region_init(docker_co
     assert result.returncode == 0, result.stderr
     resolved = yaml.safe_load(result.stdout)
     scheduler = resolved["services"]["airflow-scheduler"]
-    env = _read_env_file(target / ".env")
+    env = read_env_file(target / ".env")
     assert scheduler["environment"]["AIRFLOW_CONN_RPU_DB"] == env["AIRFLOW_CONN_RPU_DB"]
     assert scheduler["environment"]["AIRFLOW__CORE__FERNET_KEY"] == env["AIRFLOW_FERNET_KEY"]
     assert f"{target}:{CONTAINER_REGION_DIR}:rw" in scheduler["volumes"]

@@ -22,13 +22,9 @@ import pytest
 from conftest import rpu_demo
 
 from rpu.config import region
-from rpu.sandbox.demo import (
-    INBOX_DIR,
-    AirflowApi,
-    demo_establishments,
-    group_members,
-    port_free,
-)
+from rpu.sandbox.airflow_api import AirflowApi
+from rpu.sandbox.demo_region import INBOX_DIR, demo_establishments
+from rpu.sandbox.processes import group_members, port_free
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -1,6 +1,6 @@
 """End to end, on a real Airflow: scheduler, dag-processor, triggerer and API server
 (LocalExecutor, metadata on PostgreSQL, FAB auth manager), each in its own process group,
-started the way ``rpu demo start`` starts them (:class:`rpu.sandbox.demo.AirflowSite`).
+started the way ``rpu demo start`` starts them (:class:`rpu.sandbox.airflow_site.AirflowSite`).
 
 Through the REST API v2, as the people of the region would:
 
@@ -31,8 +31,10 @@ from rpu.airflow import access
 from rpu.config import region
 from rpu.config.region import RegionConfigError
 from rpu.sandbox import generator
-from rpu.sandbox.demo import AirflowApi, AirflowSite, free_port, sqlalchemy_url, stop_groups, tail
+from rpu.sandbox.airflow_api import AirflowApi
+from rpu.sandbox.airflow_site import AirflowSite, sqlalchemy_url
 from rpu.sandbox.local_services import postgres_airflow_connection
+from rpu.sandbox.processes import free_port, stop_groups, tail
 
 TZ = ZoneInfo("Europe/Paris")
 

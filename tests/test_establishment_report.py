@@ -4,13 +4,13 @@ the DAG run whole with ``dag.test()``."""
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import write_region_file
 from lxml import html as lxml_html
 
 from rpu.cli import main as cli
@@ -18,9 +18,7 @@ from rpu.config import region as region_config
 from rpu.flows import establishment_report
 from rpu.flows.templating import fr_hours
 from rpu.sandbox import generator
-from rpu.sandbox.local_services import postgres_airflow_connection
 from rpu.store import quality, registry, timeliness
-from rpu.store.db import migrate
 from rpu.store.loader import load_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,29 +30,17 @@ RUN_DAY = date(2026, 3, 16)  # a Monday
 START, END = date(2026, 1, 19), date(2026, 3, 15)  # the 8 weeks before it
 
 
-@pytest.fixture
-def db(fresh_database_url, monkeypatch) -> str:
-    url = fresh_database_url()
-    monkeypatch.setenv("AIRFLOW_CONN_RPU_DB", json.dumps(postgres_airflow_connection(url)))
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn)
-    return url
-
-
 def it(establishment) -> str:
     return f"dsi-{establishment['finess']}@example.org"
 
 
 @pytest.fixture
 def region(tmp_path, monkeypatch, db) -> region_config.Region:
-    path = tmp_path / "region.toml"
-    path.write_text(region_config.render(
-        code="TST", name="Région de test", operator_emails=["oru@example.org"],
+    return write_region_file(
+        tmp_path, monkeypatch,
         establishments=[{"finess": e["finess"], "ordre": 0, "name": e["name"], "status": STATUS[e["finess"]],
                          "it_contacts": [it(e)]} for e in (LIVE, PARALLEL, ONBOARDING, INACTIVE)],
-        paths={"exports_dir": str(tmp_path / "exports")}), encoding="utf-8")
-    monkeypatch.setenv("RPU_REGION_CONFIG", str(path))
-    return region_config.load(path)
+        paths={"exports_dir": str(tmp_path / "exports")})
 
 
 @pytest.fixture

@@ -11,14 +11,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from rpu.cli import main as cli
 from rpu.config import region as region_config
 from rpu.flows import health
 from rpu.sandbox.generator import demo_establishments
-from rpu.sandbox.local_services import postgres_airflow_connection
-from rpu.store.db import migrate
 
 REPO = Path(__file__).resolve().parent.parent
 [ESTABLISHMENT] = demo_establishments(1, seed=21)
@@ -52,15 +49,6 @@ class Monitor:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture
-def db(fresh_database_url, monkeypatch) -> str:
-    url = fresh_database_url()
-    monkeypatch.setenv("AIRFLOW_CONN_RPU_DB", json.dumps(postgres_airflow_connection(url)))
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn)
-    return url
 
 
 def write_region(tmp_path, monkeypatch, heartbeat_url: str | None = None) -> Path:

@@ -13,12 +13,12 @@ from datetime import date, datetime, timedelta
 
 import psycopg
 import pytest
+from conftest import migrated, migrated_database
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rpu.formats.validation import inspect_file
 from rpu.sandbox.generator import write_oscour_file
-from rpu.store import db as store
 from rpu.store.loader import Busy, Limits, load_file, revoke_file
 
 FINESS = "670780691"
@@ -39,11 +39,8 @@ def seed_file(tmp_path_factory) -> bytes:
 
 @pytest.fixture
 def conn(fresh_database_url):
-    url = fresh_database_url()
+    url = migrated(fresh_database_url())
     with psycopg.connect(url) as connection:
-        connection.autocommit = True
-        store.migrate(connection)
-        connection.autocommit = False
         connection.url = url
         yield connection
 
@@ -180,16 +177,8 @@ def test_validate_and_load_agree(module_conn, tmp_path_factory, seed_file, kinds
 
 @pytest.fixture(scope="module")
 def module_conn(pg_admin_url):
-    from rpu.sandbox.local_services import create_database, drop_database
-
-    name = "rpu_test_fuzz_" + random.Random().randbytes(4).hex()
-    url = create_database(pg_admin_url, name)
-    with psycopg.connect(url) as connection:
-        connection.autocommit = True
-        store.migrate(connection)
-        connection.autocommit = False
+    with migrated_database(pg_admin_url, "rpu_test_fuzz_") as url, psycopg.connect(url) as connection:
         yield connection
-    drop_database(pg_admin_url, name)
 
 
 # --- the loader ------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ with ``dag.test()``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import stat
@@ -16,15 +15,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import write_region_file
 
 from rpu.cli.build import register_build_commands
 from rpu.config import region as region_config
 from rpu.flows import invs
 from rpu.formats.validation import inspect_file
 from rpu.sandbox import generator
-from rpu.sandbox.local_services import postgres_airflow_connection
 from rpu.store import extract, registry, sends
-from rpu.store.db import migrate
 from rpu.store.loader import load_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -38,32 +36,12 @@ NAME = re.compile(r"^RPU_(\d{9})_0_(\d{14})\.xml$")
 
 
 @pytest.fixture
-def db(fresh_database_url, monkeypatch) -> str:
-    """A fresh, migrated regional database, which the DAGs reach as ``rpu_db``."""
-    url = fresh_database_url()
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn)
-    monkeypatch.setenv("AIRFLOW_CONN_RPU_DB", json.dumps(postgres_airflow_connection(url)))
-    return url
-
-
-@pytest.fixture
-def conn(db):
-    with psycopg.connect(db, autocommit=True) as connection:
-        yield connection
-
-
-@pytest.fixture
 def region(tmp_path, monkeypatch) -> region_config.Region:
     """A region file with one establishment per status, as RPU_REGION_CONFIG."""
     establishments = [{"finess": e["finess"], "ordre": 0, "name": e["name"], "status": STATUSES[e["finess"]]}
                       for e in (LIVE, PARALLEL, ONBOARDING, INACTIVE)]
-    path = tmp_path / "region.toml"
-    path.write_text(region_config.render(
-        code="TST", name="Région de test", operator_emails=["oru@example.org"], establishments=establishments,
-        paths={"exports_dir": str(tmp_path / "exports")}), encoding="utf-8")
-    monkeypatch.setenv("RPU_REGION_CONFIG", str(path))
-    return region_config.load(path)
+    return write_region_file(tmp_path, monkeypatch, establishments=establishments,
+                             paths={"exports_dir": str(tmp_path / "exports")})
 
 
 def load(conn, tmp_path, establishment, start: date, end: date, *, seed: int = 1, per_day: float = 15,

@@ -21,8 +21,8 @@ import paramiko
 import pytest
 
 from rpu.config import region as region_config
-from rpu.sandbox.demo import free_port
 from rpu.sandbox.generator import demo_establishments
+from rpu.sandbox.processes import free_port
 from rpu.store import db as store
 from rpu.store import registry
 

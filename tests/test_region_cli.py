@@ -17,14 +17,9 @@ import pytest
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 
-from rpu.cli.region import (
-    CONNECTION_IDS,
-    PLACEHOLDER,
-    _read_env_file,
-    host_key_fingerprint,
-    parse_connection,
-    register_region_commands,
-)
+from rpu.cli.connections import CONNECTION_IDS, PLACEHOLDER, parse_connection, read_env_file
+from rpu.cli.region import register_region_commands
+from rpu.cli.region_init import host_key_fingerprint
 from rpu.config import region as region_config
 from rpu.sandbox.generator import demo_establishments
 from rpu.sandbox.local_services import postgres_airflow_connection
@@ -82,11 +77,11 @@ def test_init_writes_a_loadable_region_and_a_private_env(tmp_path, capsys):
 
     env_path = target / ".env"
     assert stat.S_IMODE(env_path.stat().st_mode) == 0o600
-    env = _read_env_file(env_path)
+    env = read_env_file(env_path)
     assert env["COMPOSE_PROJECT_NAME"] == "rpu-ara"
     assert Path(env["RPU_REGION_DIR"]).resolve() == target.resolve()
     # The same variables as .env.example, so docker-compose.yaml takes either.
-    assert set(env) == set(_read_env_file(REPO / ".env.example"))
+    assert set(env) == set(read_env_file(REPO / ".env.example"))
 
     conns = {conn_id: json.loads(env[conn_var(conn_id)]) for conn_id in CONNECTION_IDS}
     assert conns["rpu_db"] == {"conn_type": "postgres", "host": "postgres", "port": 5432, "login": "rpu",
@@ -109,7 +104,7 @@ def test_init_writes_a_loadable_region_and_a_private_env(tmp_path, capsys):
 def test_init_draws_fresh_secrets_every_time(tmp_path, capsys):
     for code in ("r1", "r2"):
         assert rpu(capsys, "region", "init", code, "--name", code, "--dir", tmp_path)[0] == 0
-    first, second = (_read_env_file(tmp_path / code / ".env") for code in ("r1", "r2"))
+    first, second = (read_env_file(tmp_path / code / ".env") for code in ("r1", "r2"))
     values = [first[key] for key in SECRET_KEYS] + [second[key] for key in SECRET_KEYS]
     assert len(set(values)) == len(values), "a secret was reused"
     for env in (first, second):
@@ -136,7 +131,7 @@ def test_init_refuses_to_overwrite_an_existing_region_unless_forced(tmp_path, ca
 
     code, out, err = rpu(capsys, "region", "init", "idf", "--name", "Autre", "--dir", tmp_path, "--force")
     assert code == 0, err
-    assert _read_env_file(env_path)["POSTGRES_PASSWORD"] != _read_env_file_text(before)["POSTGRES_PASSWORD"]
+    assert read_env_file(env_path)["POSTGRES_PASSWORD"] != _read_env_file_text(before)["POSTGRES_PASSWORD"]
     assert stat.S_IMODE(env_path.stat().st_mode) == 0o600
     assert accounts.read_text() == "750712184\n"  # the establishments' accounts are kept
 
@@ -147,7 +142,7 @@ def _read_env_file_text(text: str) -> dict[str, str]:
     with tempfile.NamedTemporaryFile("w", suffix=".env", delete=False) as f:
         f.write(text)
     try:
-        return _read_env_file(f.name)
+        return read_env_file(f.name)
     finally:
         os.unlink(f.name)
 
@@ -215,7 +210,7 @@ def region_dir(tmp_path, clean_sftp) -> Path:
 
 def write_env(path: Path, **conns: dict | str) -> Path:
     """Set these connections in the .env file ``path``, keeping the others it holds."""
-    values = _read_env_file(path) if path.exists() else {}
+    values = read_env_file(path) if path.exists() else {}
     values.update({conn_var(conn_id): value if isinstance(value, str) else json.dumps(value)
                    for conn_id, value in conns.items()})
     path.write_text("# test\n" + "".join(f"{key}='{value}'\n" for key, value in values.items()), encoding="utf-8")

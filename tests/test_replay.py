@@ -5,7 +5,6 @@ params the form refuses before any run."""
 from __future__ import annotations
 
 import json
-import secrets
 import time as clock
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -13,15 +12,14 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from conftest import migrated, migrated_database, write_region_file
 from lxml import etree
 
 from rpu.config import region as region_config
 from rpu.flows import absence, replay
 from rpu.formats.finess import with_check_digit
 from rpu.sandbox.generator import demo_establishments, write_oscour_file
-from rpu.sandbox.local_services import postgres_airflow_connection
 from rpu.store import registry
-from rpu.store.db import migrate
 from rpu.store.loader import load_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,35 +34,27 @@ def day(n: int) -> date:
     return D0 + timedelta(days=n)
 
 
-def write_region(folder: Path) -> region_config.Region:
-    path = folder / "region.toml"
-    path.write_text(region_config.render(
-        code="TST", name="Région de test", operator_emails=["oru@example.org"], ars_emails=["ars@example.org"],
-        establishments=[{"finess": A, "ordre": 0, "name": "CH de Alpha", "status": "live"},
-                        {"finess": C, "ordre": 0, "name": "Clinique Gamma", "status": "parallel"}]))
-    return region_config.load(path)
+def write_region(folder: Path, monkeypatch=None) -> region_config.Region:
+    return write_region_file(folder, monkeypatch, ars_emails=["ars@example.org"],
+                             establishments=[{"finess": A, "ordre": 0, "name": "CH de Alpha", "status": "live"},
+                                             {"finess": C, "ordre": 0, "name": "Clinique Gamma", "status": "parallel"}])
 
 
-def prepare(url: str, region: region_config.Region) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn)
-    with psycopg.connect(url) as conn:
+def prepare(url: str, region: region_config.Region) -> str:
+    """The regional database at ``url`` migrated, the region's establishments registered."""
+    with psycopg.connect(migrated(url)) as conn:
         registry.sync(conn, region, author="test")
+    return url
 
 
 @pytest.fixture
 def region(tmp_path, monkeypatch) -> region_config.Region:
-    region = write_region(tmp_path)
-    monkeypatch.setenv("RPU_REGION_CONFIG", str(region.path))
-    return region
+    return write_region(tmp_path, monkeypatch)
 
 
 @pytest.fixture
-def db_url(fresh_database_url, region, monkeypatch) -> str:
-    url = fresh_database_url()
-    monkeypatch.setenv("AIRFLOW_CONN_RPU_DB", json.dumps(postgres_airflow_connection(url)))
-    prepare(url, region)
-    return url
+def db_url(db, region) -> str:
+    return prepare(db, region)
 
 
 @pytest.fixture
@@ -113,19 +103,12 @@ def replay_needed(conn, region, tmp_path) -> absence.Episode:
 @pytest.fixture(scope="module")
 def scenario_url(pg_admin_url, tmp_path_factory):
     """The same scenario, built once for the tests that only read it."""
-    from rpu.sandbox.local_services import create_database, drop_database
-
     folder = tmp_path_factory.mktemp("replay-scenario")
     region = write_region(folder)
-    name = f"rpu_test_{secrets.token_hex(4)}"
-    url = create_database(pg_admin_url, name)
-    try:
-        prepare(url, region)
-        with psycopg.connect(url) as conn:
+    with migrated_database(pg_admin_url) as url:
+        with psycopg.connect(prepare(url, region)) as conn:
             silence_then_catch_up(conn, region, folder)
         yield url
-    finally:
-        drop_database(pg_admin_url, name)
 
 
 @pytest.fixture

@@ -14,21 +14,6 @@ import psycopg
 import pytest
 
 from rpu.store import sends
-from rpu.store.db import migrate
-
-
-@pytest.fixture
-def db(fresh_database_url) -> str:
-    url = fresh_database_url()
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn)
-    return url
-
-
-@pytest.fixture
-def conn(db):
-    with psycopg.connect(db, autocommit=True) as connection:
-        yield connection
 
 
 def built(conn, folder: Path, name: str, destination: str = "invs", content: str = "<OSCOUR/>") -> sends.Send:

@@ -27,7 +27,7 @@ def test_the_machine_is_read_when_not_given():
 
 
 def test_region_init_writes_the_slots_in_the_env_file():
-    from rpu.cli.region import RegionSecrets, render_env
+    from rpu.cli.region_init import RegionSecrets, render_env
 
     text = render_env("tst", "Région de test", "./regions/tst", RegionSecrets.generate())
     assert f"AIRFLOW_PARALLELISM={airflow_parallelism(None, 0)}" in text.splitlines()

@@ -10,13 +10,13 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from conftest import migrated, write_region_file
 
 from rpu.cli.monitor import register_establishment_commands
 from rpu.config import region as region_config
 from rpu.flows import switch
 from rpu.sandbox.generator import demo_establishments, write_oscour_file
 from rpu.store import registry
-from rpu.store.db import migrate
 from rpu.store.loader import load_file
 
 TZ = ZoneInfo("Europe/Paris")
@@ -26,24 +26,17 @@ TODAY = datetime.now(TZ).date()  # the command line judges the real today
 
 @pytest.fixture
 def region_path(tmp_path, monkeypatch):
-    path = tmp_path / "region.toml"
-    path.write_text(region_config.render(
-        code="TST", name="Région de test", operator_emails=["oru@example.org"], ars_emails=["ars@example.org"],
-        establishments=[
-            {"finess": P, "ordre": 0, "name": "CH de Papa", "status": "parallel"},
-            {"finess": Q, "ordre": 0, "name": "CH de Québec", "status": "parallel"},
-            {"finess": L, "ordre": 0, "name": "CH de Lima", "status": "live"},
-        ]))
-    monkeypatch.setenv("RPU_REGION_CONFIG", str(path))
-    return path
+    return write_region_file(tmp_path, monkeypatch, ars_emails=["ars@example.org"], establishments=[
+        {"finess": P, "ordre": 0, "name": "CH de Papa", "status": "parallel"},
+        {"finess": Q, "ordre": 0, "name": "CH de Québec", "status": "parallel"},
+        {"finess": L, "ordre": 0, "name": "CH de Lima", "status": "live"},
+    ]).path
 
 
 @pytest.fixture
 def db_url(fresh_database_url, region_path, monkeypatch):
-    url = fresh_database_url()
+    url = migrated(fresh_database_url())
     monkeypatch.setenv("RPU_DATABASE_URL", url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        migrate(conn)
     with psycopg.connect(url) as conn:
         registry.sync(conn, region_config.load(region_path), author="test")
     return url

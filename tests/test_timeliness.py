@@ -3,21 +3,19 @@ load and at send. Real PostgreSQL, real SFTP server for the delivery, visits wit
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from conftest import write_region_file
 from lxml import html as lxml_html
 
 from rpu.config import region as region_config
 from rpu.flows import ars_export, establishment_report, invs
 from rpu.flows.templating import fr_hours
 from rpu.sandbox import generator
-from rpu.sandbox.local_services import postgres_airflow_connection
 from rpu.store import registry, sends, timeliness
-from rpu.store.db import migrate
 from rpu.store.loader import load_file
 
 TZ = "Europe/Paris"
@@ -25,23 +23,12 @@ LIVE, PARALLEL = generator.demo_establishments(2, seed=11)
 
 
 @pytest.fixture
-def conn(fresh_database_url, monkeypatch):
-    url = fresh_database_url()
-    monkeypatch.setenv("AIRFLOW_CONN_RPU_DB", json.dumps(postgres_airflow_connection(url)))
-    with psycopg.connect(url, autocommit=True) as connection:
-        migrate(connection)
-        yield connection
-
-
-@pytest.fixture
 def region(tmp_path, conn) -> region_config.Region:
-    path = tmp_path / "region.toml"
-    path.write_text(region_config.render(
-        code="TST", name="Région de test", operator_emails=["oru@example.org"],
+    region = write_region_file(
+        tmp_path,
         establishments=[{"finess": LIVE["finess"], "ordre": 0, "name": LIVE["name"], "status": "live"},
                         {"finess": PARALLEL["finess"], "ordre": 0, "name": PARALLEL["name"], "status": "parallel"}],
-        paths={"exports_dir": str(tmp_path / "exports")}), encoding="utf-8")
-    region = region_config.load(path)
+        paths={"exports_dir": str(tmp_path / "exports")})
     registry.sync(conn, region, author="test")
     return region
 

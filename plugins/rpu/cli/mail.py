@@ -137,7 +137,7 @@ def _write(message, path: Path) -> None:
 
 def _smtp_settings(args, region, required: bool):
     """The relay of the ``smtp_default`` connection; None when there is none and none is needed."""
-    from rpu.cli.region import parse_connection
+    from rpu.cli.connections import parse_connection
     from rpu.config.mail import SmtpSettings
     from rpu.flows.mail_types import MailError
 
@@ -159,19 +159,19 @@ def _smtp_settings(args, region, required: bool):
 def _smtp_connection(args, region) -> tuple[str | None, str]:
     """``AIRFLOW_CONN_SMTP_DEFAULT`` and where it was read: ``--env FILE``, else the environment,
     else the ``.env`` beside the region file (as ``rpu region init`` writes it)."""
-    from rpu.cli.region import _read_env_file  # docker compose's reading of a .env, shared with region check
+    from rpu.cli.connections import read_env_file  # docker compose's reading of a .env, shared with region check
     from rpu.flows.mail_types import MailError
 
     if args.env:
         path = Path(args.env)
         if not path.is_file():
             raise MailError(f"Fichier introuvable : {path}")
-        return _read_env_file(path).get(SMTP_VARIABLE), f"{SMTP_VARIABLE} de {path}"
+        return read_env_file(path).get(SMTP_VARIABLE), f"{SMTP_VARIABLE} de {path}"
     if os.environ.get(SMTP_VARIABLE):
         return os.environ[SMTP_VARIABLE], SMTP_VARIABLE
     beside = region.path.parent / ".env" if region.path else None
     if beside is not None and beside.is_file():
-        return _read_env_file(beside).get(SMTP_VARIABLE), f"{SMTP_VARIABLE} de {beside}"
+        return read_env_file(beside).get(SMTP_VARIABLE), f"{SMTP_VARIABLE} de {beside}"
     return None, SMTP_VARIABLE
 
 

@@ -1,10 +1,11 @@
 """Real network services on loopback, for the tests and the one-command local demo.
 
-- :class:`SftpServer`: the SFTP server where establishments drop their files (and where the
-  national and regional destinations pick theirs up), chrooted to a directory, one user with a
-  password, a pinned host key.
-- :class:`SmtpSink`: an SMTP server that accepts every message, keeps it in memory and,
-  for the demo, writes it as an ``.eml`` file into a mailbox directory the operator reads.
+- :class:`SftpServer` (:mod:`rpu.sandbox.sftp_server`): the SFTP server where establishments
+  drop their files (and where the national and regional destinations pick theirs up), chrooted
+  to a directory, one user with a password, a pinned host key.
+- :class:`SmtpSink` (:mod:`rpu.sandbox.smtp_sink`): an SMTP server that accepts every message,
+  keeps it in memory and, for the demo, writes it as an ``.eml`` file into a mailbox directory
+  the operator reads.
 - :func:`start_postgres`: the local PostgreSQL on 127.0.0.1:5432 when there is one, else a
   private server started with ``pgserver``; :func:`create_database` / :func:`drop_database`.
 
@@ -14,375 +15,20 @@ Each ``airflow_connection()`` returns the JSON form of an ``AIRFLOW_CONN_<ID>`` 
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import hmac
 import os
-import secrets
 import socket
-import threading
 import time
-import uuid
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email import policy
-from email.message import EmailMessage
-from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import asyncssh
 import psycopg
-from aiosmtpd.controller import Controller
 from psycopg import sql
 
-LOOPBACK = "127.0.0.1"
-_HOST_KEY_FILE = "ssh_host_ed25519_key"
-
-
-# --------------------------------------------------------------------------- SFTP
-
-
-class _PasswordOnlyServer(asyncssh.SSHServer):
-    """One SSH connection: password authentication for a single account."""
-
-    def __init__(self, owner: SftpServer):
-        self._owner = owner
-        self._conn: asyncssh.SSHServerConnection | None = None
-
-    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-        self._conn = conn
-        self._owner._connections.add(conn)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._conn is not None:
-            self._owner._connections.discard(self._conn)
-
-    def begin_auth(self, username: str) -> bool:
-        return True  # authentication is always required
-
-    def password_auth_supported(self) -> bool:
-        return True
-
-    def validate_password(self, username: str, password: str) -> bool:
-        # Compare both fields in constant time, and always both.
-        user_ok = hmac.compare_digest(username.encode(), self._owner.username.encode())
-        password_ok = hmac.compare_digest(password.encode(), self._owner.password.encode())
-        return user_ok and password_ok
-
-
-class SftpServer:
-    """An SFTP-only server on 127.0.0.1, in its own thread with its own asyncio loop.
-
-    ``root`` is the chroot: the client sees it as ``/``. Without ``password`` a random one
-    is drawn (read it back from ``airflow_connection()``). The host key is an Ed25519 key,
-    kept in ``state_dir`` when one is given (so a restarted demo keeps the key its Airflow
-    connections pin), otherwise generated in memory for the life of this object.
-    ``stop()`` closes the listener and drops every open client connection; ``start()``
-    again listens on the same port.
-    """
-
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        username: str = "rpu",
-        password: str | None = None,
-        *,
-        port: int = 0,
-        state_dir: str | os.PathLike[str] | None = None,
-        host: str = LOOPBACK,
-    ):
-        self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.username = username
-        # Airflow does not mask secrets shorter than 5 characters in task logs.
-        self.password = password if password is not None else secrets.token_urlsafe(16)
-        self.host = host
-        self.port = port
-        self._host_key = _load_or_create_host_key(Path(state_dir) if state_dir is not None else None)
-        self.host_key_public: str = self._host_key.export_public_key("openssh").decode().strip()
-        self._connections: set[asyncssh.SSHServerConnection] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._acceptor: asyncssh.SSHAcceptor | None = None
-
-    # -- lifecycle
-
-    @property
-    def running(self) -> bool:
-        return self._acceptor is not None
-
-    def start(self) -> SftpServer:
-        if self.running:
-            return self
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name=f"sftp-server-{self.port}", daemon=True)
-        thread.start()
-        try:
-            self._acceptor = asyncio.run_coroutine_threadsafe(self._listen(), loop).result(timeout=10)
-        except BaseException:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=10)
-            loop.close()
-            raise
-        self._loop, self._thread = loop, thread
-        # Keep the port chosen by the system, so that a restart listens on the same one.
-        self.port = self._acceptor.get_port()
-        return self
-
-    def stop(self) -> None:
-        if not self.running:
-            return
-        assert self._loop is not None and self._thread is not None
-        try:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
-            self._loop.close()
-            self._loop = self._thread = self._acceptor = None
-
-    def __enter__(self) -> SftpServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def _listen(self) -> asyncssh.SSHAcceptor:
-        root = os.fsencode(self.root)
-        return await asyncssh.create_server(
-            lambda: _PasswordOnlyServer(self),
-            self.host,
-            self.port,
-            server_host_keys=[self._host_key],
-            sftp_factory=lambda chan: asyncssh.SFTPServer(chan, chroot=root),
-            allow_scp=False,
-            # SFTP only: no shell, no command, no forwarding, no agent.
-            process_factory=None,
-            agent_forwarding=False,
-            allow_pty=False,
-            x11_forwarding=False,
-            reuse_address=True,
-        )
-
-    async def _shutdown(self) -> None:
-        assert self._acceptor is not None
-        self._acceptor.close()
-        await self._acceptor.wait_closed()
-        connections = list(self._connections)
-        for conn in connections:
-            conn.abort()  # drop the TCP connection now, as a crashed server would
-        for conn in connections:
-            try:
-                await asyncio.wait_for(conn.wait_closed(), timeout=5)
-            except TimeoutError:
-                pass
-        self._connections.clear()
-
-    # -- Airflow
-
-    def airflow_connection(self, conn_type: str = "sftp") -> dict[str, Any]:
-        """JSON form of the Airflow connection to this server, host key pinned.
-
-        The SSH hook reads ``host_key`` as ``"<key type> <base64>"`` (an OpenSSH public key,
-        without the comment) and, for a port other than 22, registers it for
-        ``[127.0.0.1]:<port>``; a server presenting any other key is refused.
-        ``look_for_keys: false`` stops paramiko from offering the local user's
-        ``~/.ssh`` keys to a password-only account.
-        """
-        if not self.port:
-            raise RuntimeError("start() the server first: the port is not known yet")
-        return {
-            "conn_type": conn_type,
-            "host": self.host,
-            "port": self.port,
-            "login": self.username,
-            "password": self.password,
-            "extra": {
-                "host_key": self.host_key_public,
-                "no_host_key_check": False,
-                "look_for_keys": False,
-            },
-        }
-
-
-def _load_or_create_host_key(state_dir: Path | None) -> asyncssh.SSHKey:
-    if state_dir is None:
-        return asyncssh.generate_private_key("ssh-ed25519")
-    path = state_dir / _HOST_KEY_FILE
-    if path.exists():
-        return asyncssh.read_private_key(path)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    key = asyncssh.generate_private_key("ssh-ed25519")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.export_private_key())
-    return key
-
-
-# --------------------------------------------------------------------------- SMTP
-
-
-@dataclass(frozen=True)
-class ReceivedMail:
-    """One message as the sink received it: the parsed message plus its SMTP envelope."""
-
-    message: EmailMessage
-    mail_from: str
-    rcpt_tos: list[str]
-    received_at: datetime
-    path: Path | None = None  # the .eml file, when the sink has a mailbox directory
-
-
-class _SinkHandler:
-    def __init__(self, sink: SmtpSink):
-        self._sink = sink
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        raw = envelope.original_content or envelope.content
-        if isinstance(raw, str):
-            raw = raw.encode("utf-8")
-        self._sink._receive(envelope.mail_from, list(envelope.rcpt_tos), raw)
-        return "250 Message accepted for delivery"
-
-
-class _LoopbackController(Controller):
-    """aiosmtpd's Controller, able to listen on port 0.
-
-    The stock ``start()`` opens a test connection to ``self.port`` to check the server
-    answers; with port 0 that would go to port 0. Read the bound port first.
-    """
-
-    def _trigger_server(self) -> None:
-        if not self.port and self.server is not None:
-            self.port = self.server.sockets[0].getsockname()[1]
-        super()._trigger_server()
-
-
-class SmtpSink:
-    """An SMTP server on 127.0.0.1 that accepts every message and keeps it.
-
-    ``messages`` are :class:`email.message.EmailMessage` objects parsed with
-    ``policy.default`` (so ``msg["Subject"]`` is the decoded text); ``received`` holds the
-    same messages with their envelope. Each message also carries ``X-MailFrom`` and
-    ``X-RcptTo`` headers (as aiosmtpd's own handlers do), so Bcc recipients stay visible.
-    With ``mailbox_dir``, each message is also written there as ``<time>-<id>.eml``.
-    """
-
-    def __init__(
-        self,
-        mailbox_dir: str | os.PathLike[str] | None = None,
-        *,
-        port: int = 0,
-        host: str = LOOPBACK,
-        from_email: str = "concentrateur@localhost",
-    ):
-        self.host = host
-        self.port = port
-        self.from_email = from_email
-        self.mailbox_dir = Path(mailbox_dir) if mailbox_dir is not None else None
-        if self.mailbox_dir is not None:
-            self.mailbox_dir.mkdir(parents=True, exist_ok=True)
-        self.received: list[ReceivedMail] = []
-        self._changed = threading.Condition()
-        self._controller: _LoopbackController | None = None
-
-    @property
-    def messages(self) -> list[EmailMessage]:
-        with self._changed:
-            return [mail.message for mail in self.received]
-
-    @property
-    def running(self) -> bool:
-        return self._controller is not None
-
-    def start(self) -> SmtpSink:
-        if self.running:
-            return self
-        controller = _LoopbackController(
-            _SinkHandler(self),
-            hostname=self.host,
-            port=self.port,
-            # Without it aiosmtpd calls socket.getfqdn(), which can stall for seconds
-            # on a machine whose DNS does not answer.
-            server_hostname="localhost",
-            enable_SMTPUTF8=True,
-        )
-        controller.start()
-        self._controller = controller
-        self.port = controller.port
-        return self
-
-    def stop(self) -> None:
-        if self._controller is not None:
-            self._controller.stop()
-            self._controller = None
-
-    def __enter__(self) -> SmtpSink:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def clear(self) -> None:
-        """Forget the messages kept in memory (the .eml files stay)."""
-        with self._changed:
-            self.received.clear()
-
-    def wait_for(self, predicate: Callable[[EmailMessage], bool] | None = None, timeout: float = 10.0) -> EmailMessage:
-        """Return the first message matching ``predicate`` (any message if None), waiting
-        up to ``timeout`` seconds for it; raise ``TimeoutError`` listing what did arrive."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for mail in self.received:
-                    if predicate is None or predicate(mail.message):
-                        return mail.message
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    subjects = [str(mail.message["Subject"]) for mail in self.received]
-                    raise TimeoutError(f"no matching e-mail within {timeout} s; received subjects: {subjects}")
-                self._changed.wait(remaining)
-
-    def airflow_connection(self) -> dict[str, Any]:
-        """JSON form of the ``smtp_default`` connection: plain SMTP (the hook reads
-        ``disable_ssl`` / ``disable_tls`` as booleans) and the sender address in
-        ``from_email``, which the hook and ``SmtpNotifier`` use when none is given."""
-        if not self.port:
-            raise RuntimeError("start() the sink first: the port is not known yet")
-        return {
-            "conn_type": "smtp",
-            "host": self.host,
-            "port": self.port,
-            "extra": {"disable_ssl": True, "disable_tls": True, "from_email": self.from_email},
-        }
-
-    def _receive(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> None:
-        envelope = f"X-MailFrom: {mail_from}\r\nX-RcptTo: {', '.join(rcpt_tos)}\r\n".encode()
-        data = envelope + raw
-        now = datetime.now(UTC)
-        path = None
-        if self.mailbox_dir is not None:
-            path = self.mailbox_dir / f"{now:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}.eml"
-            _write_atomically(path, data)
-        message = BytesParser(policy=policy.default).parsebytes(data)
-        assert isinstance(message, EmailMessage)
-        with self._changed:
-            self.received.append(ReceivedMail(message, mail_from, rcpt_tos, now, path))
-            self._changed.notify_all()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write then rename, so that a reader never sees half a message."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
+from rpu.sandbox.sftp_server import LOOPBACK, SftpServer
+from rpu.sandbox.smtp_sink import ReceivedMail, SmtpSink
 
 # --------------------------------------------------------------------------- PostgreSQL
 
@@ -407,7 +53,7 @@ def start_postgres(data_dir: str | os.PathLike[str], *, existing_url: str | None
     ``data_dir``, listening on a Unix socket only, stopped by :func:`stop_private_postgres`
     or, failing that, when this process exits.
     """
-    if existing_url and _port_open(existing_url) and postgres_accepts(existing_url):
+    if existing_url and port_open(existing_url) and postgres_accepts(existing_url):
         return existing_url
     with warnings.catch_warnings():
         # platformdirs warns at pgserver's import when XDG_RUNTIME_DIR is unset (containers, CI).
@@ -471,7 +117,7 @@ def postgres_airflow_connection(url: str) -> dict[str, Any]:
     return conn
 
 
-def _port_open(url: str) -> bool:
+def port_open(url: str) -> bool:
     """Cheap TCP check before trying a PostgreSQL login (Unix-socket URLs are just tried)."""
     params = psycopg.conninfo.conninfo_to_dict(url)
     host = str(params.get("host") or "")
