@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives import serialization
 
 from rpu.cli.connections import CONNECTION_IDS, PLACEHOLDER, parse_connection, read_env_file
 from rpu.cli.region import register_region_commands
-from rpu.cli.region_init import host_key_fingerprint
 from rpu.config import region as region_config
 from rpu.sandbox.generator import demo_establishments
 from rpu.sandbox.local_services import postgres_airflow_connection
@@ -97,7 +96,7 @@ def test_init_writes_a_loadable_region_and_a_private_env(tmp_path, capsys):
     toml_text = (target / "region.toml").read_text()
     assert not any(env[key] in toml_text for key in SECRET_KEYS)
     assert "Étapes suivantes" in out and "rpu establishments sync" in out and "docker compose" in out
-    assert host_key_fingerprint(inbox["extra"]["host_key"]) in out
+    assert region_config.host_key_fingerprint(inbox["extra"]["host_key"])[1] in out
     assert (target / "sftp" / "comptes.conf").is_file() and (target / "sftp" / "cles").is_dir()
 
 

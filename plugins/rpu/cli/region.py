@@ -26,7 +26,8 @@ from pathlib import Path
 
 from rpu.cli.connections import PLACEHOLDER, read_env_file
 from rpu.cli.region_check import DEFAULT_TIMEOUT, run_checks
-from rpu.cli.region_init import compose_path, host_key_fingerprint, init_region
+from rpu.cli.region_init import compose_path, init_region
+from rpu.config.region import host_key_fingerprint
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _REGION_CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -88,7 +89,7 @@ def cmd_init(args) -> int:
             return _error(str(error), EXIT_USAGE)
         raise
     env = compose_path(target / ".env")
-    fingerprint = host_key_fingerprint(fresh.sftp_host_public_key)
+    _, fingerprint = host_key_fingerprint(fresh.sftp_host_public_key)
     print(f"Région {code} ({args.name}) créée dans {target}/ :")
     print(f"  {target / 'region.toml'}      configuration (sans secret)")
     print(f"  {target / '.env'}              secrets neufs (mode 0600)")

@@ -6,7 +6,6 @@ SFTP account list."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import secrets
@@ -23,6 +22,7 @@ from rpu.cli.connections import (
     PLACEHOLDER,
     SMTP_CONN_ID,
 )
+from rpu.config.region import host_key_fingerprint
 
 # Paths inside the Airflow containers of docker-compose.yaml.
 CONTAINER_REGION_DIR = "/opt/rpu/region"
@@ -66,12 +66,6 @@ class RegionSecrets:
             sftp_host_key=base64.b64encode(private).decode(),
             sftp_host_public_key=public.decode(),
         )
-
-
-def host_key_fingerprint(public_key: str) -> str:
-    """``SHA256:...`` as ``ssh-keygen -l`` and SFTP clients show it."""
-    blob = base64.b64decode(public_key.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
 def connection_definitions(s: RegionSecrets) -> dict[str, dict]:
@@ -154,7 +148,7 @@ def render_env(code: str, name: str, region_dir: str, s: RegionSecrets) -> str:
         f"AIRFLOW_ADMIN_PASSWORD={s.admin_password}",
         "",
         "# --- SFTP des établissements : compte du concentrateur, clé d'hôte du serveur",
-        f"#     empreinte à communiquer aux établissements : {host_key_fingerprint(s.sftp_host_public_key)}",
+        f"#     empreinte à communiquer aux établissements : {host_key_fingerprint(s.sftp_host_public_key)[1]}",
         f"SFTP_RPU_PASSWORD={s.sftp_password}",
         f"SFTP_HOST_KEY={s.sftp_host_key}",
         "",
