@@ -171,7 +171,8 @@ def parse_datetime(text: str) -> datetime:
 
 _DAYS: dict[str, date] = {}
 _CLOCKS: dict[str, time] = {}
-_HALVES_KEPT = 1 << 14  # bounded: a hostile file of distinct odd spellings cannot grow them
+_HALVES_KEPT = 1 << 14
+_combine = datetime.combine  # bounded: a hostile file of distinct odd spellings cannot grow them
 
 
 def _parse_datetime(text: str) -> datetime:
@@ -292,11 +293,16 @@ class _VisitChecker:
         if not entree_text:
             self._reject(raw, "ENTREE_MISSING", None)
             return None
-        try:
-            entree = parse_datetime(entree_text)
-        except ValueError:
-            self._reject(raw, "ENTREE_INVALID", entree_text)
-            return None
+        # parse_datetime's usual case inline: a day and a time of day already seen.
+        entree_day, clock = _DAYS.get(entree_text[:10]), _CLOCKS.get(entree_text[10:])
+        if entree_day is not None and clock is not None:
+            entree = _combine(entree_day, clock)
+        else:
+            try:
+                entree = parse_datetime(entree_text)
+            except ValueError:
+                self._reject(raw, "ENTREE_INVALID", entree_text)
+                return None
 
         if self.extracted_by is not None and entree > self.extracted_by:
             self._reject(raw, "ENTREE_AFTER_EXTRACT", entree_text)
@@ -360,16 +366,19 @@ class _VisitChecker:
             except ValueError:
                 flag("DATE_INVALID", "NAISSANCE", naissance)
             else:
-                age = day.year - birth.year  # age_in_years, inline
-                if (day.month, day.day) < (birth.month, birth.day):
-                    age -= 1
-                if not 0 <= age <= 120:
-                    flag("AGE_OUT_OF_RANGE", "NAISSANCE", naissance, f"Âge calculé : {age} ans.")
+                age = day.year - birth.year  # age_in_years, inline; 1 to 120 years apart is in range
+                if not 0 < age <= 120:
+                    if (day.month, day.day) < (birth.month, birth.day):
+                        age -= 1
+                    if not 0 <= age <= 120:
+                        flag("AGE_OUT_OF_RANGE", "NAISSANCE", naissance, f"Âge calculé : {age} ans.")
 
         sortie = None
         if sortie_text is not None and (sortie_text := sortie_text.strip()):
+            sortie_day, clock = _DAYS.get(sortie_text[:10]), _CLOCKS.get(sortie_text[10:])
             try:
-                sortie = parse_datetime(sortie_text)
+                sortie = _combine(sortie_day, clock) if sortie_day is not None and clock is not None \
+                    else parse_datetime(sortie_text)
             except ValueError:
                 flag("DATE_INVALID", "SORTIE", sortie_text)
             else:

@@ -40,14 +40,15 @@ def copy_visits(conn, path, name, file_id, findings_spool, received_at=None, dea
                 header_cells = ("" if header.finess is None else header.finess,
                                 "" if header.ordre is None else str(header.ordre))
             sortie, naissance, extensions = visit.sortie, visit.naissance, visit.extensions
+            da, actes, flags = visit.da, visit.actes, visit.flags
             cells = (
                 file_cell, str(visit.position), *header_cells, visit.cp or "", visit.commune or "",
                 "" if naissance is None else str(naissance), visit.sexe or "", str(visit.entree),
                 visit.mode_entree or "", visit.provenance or "", visit.transport or "",
                 visit.transport_pec or "", visit.motif or "", visit.gravite or "", visit.dp or "",
-                _array(visit.da), _array(visit.actes), "" if sortie is None else str(sortie),
+                _array(da) if da else "{}", _array(actes) if actes else "{}", "" if sortie is None else str(sortie),
                 visit.mode_sortie or "", visit.destination or "", visit.orient or "",
-                json.dumps(extensions) if extensions else "", _array(visit.flags),
+                json.dumps(extensions) if extensions else "", _array(flags) if flags else "{}",
             )
             line = "\t".join(cells)
             # Values are received text: the rare line holding a character that COPY escapes is
