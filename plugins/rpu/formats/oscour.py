@@ -271,7 +271,9 @@ class OscourReader:
             # record's own earlier siblings are left (the usual case: the previous PATIENT).
             known = self._released_known
             while element.getprevious() is not None:
-                self._count_unknown(parent[0], known)
+                first = parent[0]
+                if first.tag not in known:  # the previous PATIENT, nearly always
+                    self._count_unknown(first, known)
                 del parent[0]
             return
         # lxml hands back the same proxy for a node while one is referenced: keeping the parent

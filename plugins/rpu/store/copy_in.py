@@ -80,7 +80,10 @@ def _array(items: list[str]) -> str:
     quoted and escaped here, so any value received stays intact."""
     if not items:
         return "{}"
-    return "{" + ",".join('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items) + "}"
+    joined = '","'.join(items)
+    if "\\" in joined or '"' in joined:  # rare: each item escaped
+        joined = '","'.join(item.replace("\\", "\\\\").replace('"', '\\"') for item in items)
+    return '{"' + joined + '"}'
 
 
 def _finding_row(file_id: int, finding: Finding) -> tuple:
