@@ -46,7 +46,7 @@ class RawRecord:
     comes first)."""
 
     position: int
-    values: tuple[str | None, ...]
+    values: list[str | None] | tuple[str | None, ...]
     da: list[str] = field(default_factory=list)
     actes: list[str] = field(default_factory=list)
     extensions: list[tuple[str | None, str, str]] = field(default_factory=list)
@@ -69,11 +69,11 @@ def _read_record(element, position: int) -> RawRecord:
     # national order: one comparison of its tags tells, and its texts are then read by position
     # (lxml's C iteration, no dict). Anything else takes the general path below.
     children = element[:]
-    if tuple(map(_TAG, children)) == _NATIONAL_ORDER:
+    if list(map(_TAG, children)) == _NATIONAL_TAGS:
         texts = list(map(_TEXT, children))
         da, actes = children[_DA_AT], children[_ACTES_AT]
         del texts[_DA_AT:_ACTES_AT + 1]
-        return RawRecord(position, tuple(texts),
+        return RawRecord(position, texts,
                          [item.text or "" for item in da if item.tag == "DA"] if len(da) else [],
                          [item.text or "" for item in actes if item.tag == "ACTE"] if len(actes) else [])
     return _read_any_record(element, position)
@@ -133,6 +133,7 @@ _NATIONAL_ORDER = (
     "TRANSPORT_PEC", "MOTIF", "GRAVITE", "DP", "LISTE_DA", "LISTE_ACTES", "SORTIE", "MODE_SORTIE",
     "DESTINATION", "ORIENT",
 )
+_NATIONAL_TAGS = list(_NATIONAL_ORDER)  # compared with a list of tags: no tuple built per PATIENT
 _DA_AT, _ACTES_AT = _NATIONAL_ORDER.index("LISTE_DA"), _NATIONAL_ORDER.index("LISTE_ACTES")
 SIMPLE_FIELDS = tuple(name for name in _NATIONAL_ORDER if name not in _LIST_FIELDS)
 _TAG, _TEXT = attrgetter("tag"), attrgetter("text")
