@@ -62,6 +62,7 @@ _CCAM_SEEN: set[str] = set()
 _COMMUNES: dict[str, str] = {}  # COMMUNE as received → as kept
 _MOTIFS: dict[str, str] = {}
 _SEEN_KEPT = 1 << 14
+_LONGEST_KEPT = 120  # characters: a commune or a motif; a longer text is never remembered
 
 
 def _remember(seen: set, value: str) -> None:
@@ -75,7 +76,7 @@ def _spaced(text: str, kept: dict[str, str], upper: bool = False) -> str:
     spaced = " ".join(text.split())
     if upper:
         spaced = spaced.upper()
-    if len(kept) < _SEEN_KEPT:
+    if len(kept) < _SEEN_KEPT and len(text) <= _LONGEST_KEPT:
         kept[text] = spaced
     return spaced
 
