@@ -197,7 +197,7 @@ def test_an_unexpected_error_is_a_verdict_and_keeps_nothing(conn, tmp_path, monk
     def broken(*_args, **_kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(validation._VisitChecker, "_check_coherence", staticmethod(broken))
+    monkeypatch.setattr(validation._VisitChecker, "check", broken)
     result = load_file(conn, _week(tmp_path, "a.xml", 8))
     conn.commit()
     assert result.status == "rejected" and "ZeroDivisionError" in result.error

@@ -91,6 +91,57 @@ def test_findings_name_the_visit_its_entree_and_the_field_in_french():
                                            "message": finding.message}]
 
 
+def test_a_value_seen_before_is_checked_as_the_first_time():
+    # Values already seen valid are remembered, and PATIENTs in the national order are read by
+    # position: the same visit, in the national order or not, seen once or many times, gives
+    # the same findings, values and counts.
+    national = ("<PATIENT><CP> 67000</CP><COMMUNE> saint  dié </COMMUNE><NAISSANCE>01/01/1850</NAISSANCE>"
+                "<SEXE>m</SEXE><ENTREE>27/10/2026 10:05</ENTREE><MODE_ENTREE>8</MODE_ENTREE>"
+                "<PROVENANCE>1</PROVENANCE><TRANSPORT>PERSO</TRANSPORT><TRANSPORT_PEC>AUCUN</TRANSPORT_PEC>"
+                "<MOTIF>A  B</MOTIF><GRAVITE>X</GRAVITE><DP>j06.9</DP><LISTE_DA><DA>J069</DA><DA>XX</DA>"
+                "<DA/></LISTE_DA><LISTE_ACTES><ACTE>deqp003</ACTE></LISTE_ACTES>"
+                "<SORTIE>27/10/2026 09:00</SORTIE><MODE_SORTIE>8</MODE_SORTIE><DESTINATION>1</DESTINATION>"
+                "<ORIENT>REA</ORIENT></PATIENT>")
+    reordered = national.replace("<PATIENT><CP> 67000</CP>", "<PATIENT>").replace("</ORIENT>", "</ORIENT><CP> 67000</CP>")
+    data = ('<OSCOUR><ETABLISSEMENT><FINESS>670780691</FINESS><ORDRE>0</ORDRE><EXTRACT>02/11/2026 02:30:00</EXTRACT>'
+            '<DATEDEBUT>26/10/2026</DATEDEBUT><DATEFIN>01/11/2026</DATEFIN></ETABLISSEMENT><PASSAGES>'
+            + national * 3 + reordered + national + "</PASSAGES></OSCOUR>").encode()
+    visits = []
+    report = inspect_file(io.BytesIO(data), on_visit=lambda visit, header: visits.append(visit))
+    by_visit = [[(f.rule, f.field, f.value, f.detail) for f in report.findings if f.record == n] for n in range(1, 6)]
+    assert by_visit[0] == [("VALUE_NOT_IN_SET", "GRAVITE", "X", None), ("FORMAT_INVALID", "DA", "XX", None),
+                           ("AGE_OUT_OF_RANGE", "NAISSANCE", "01/01/1850", "Âge calculé : 176 ans."),
+                           ("SORTIE_BEFORE_ENTREE", "SORTIE", "27/10/2026 09:00", None),
+                           ("PROVENANCE_INCOHERENT", "PROVENANCE", "1", "MODE_ENTREE : 8."),
+                           ("DESTINATION_INCOHERENT", "DESTINATION", "1", "MODE_SORTIE : 8."),
+                           ("ORIENT_INCOHERENT", "ORIENT", "REA", "MODE_SORTIE : 8.")]
+    assert all(findings == by_visit[0] for findings in by_visit)
+    first = visits[0]
+    assert (first.cp, first.commune, first.motif, first.sexe, first.dp, first.da, first.actes) == (
+        "67000", "SAINT DIÉ", "A B", "M", "J069", ["J069", "XX"], ["DEQP003"])
+    assert all(visit.cp == first.cp and visit.commune == first.commune and visit.motif == first.motif
+               and visit.sexe == first.sexe and visit.dp == first.dp and visit.da == first.da
+               and visit.actes == first.actes and visit.flags == first.flags for visit in visits)
+    assert report.normalised_values == 5 * 4  # SEXE, DP (case and dot), ACTE: each visit counted alike
+    assert report.flagged_records == 5
+
+
+def test_long_values_are_not_remembered():
+    # What is remembered across visits is bounded in count and in length: a file of long,
+    # distinct communes cannot make the worker's memory grow with it.
+    from rpu.formats import validation
+
+    patients = "".join(f"<PATIENT><COMMUNE>{n:05d}{'x' * 5000}</COMMUNE><ENTREE>27/10/2026 10:05</ENTREE></PATIENT>"
+                       for n in range(50))
+    data = ('<OSCOUR><ETABLISSEMENT><FINESS>670780691</FINESS><ORDRE>0</ORDRE><EXTRACT>02/11/2026 02:30:00</EXTRACT>'
+            '<DATEDEBUT>26/10/2026</DATEDEBUT><DATEFIN>01/11/2026</DATEFIN></ETABLISSEMENT><PASSAGES>'
+            + patients + "</PASSAGES></OSCOUR>").encode()
+    visits = []
+    inspect_file(io.BytesIO(data), on_visit=lambda visit, header: visits.append(visit))
+    assert len(visits) == 50 and visits[7].commune == "00007" + "X" * 5000
+    assert all(len(text) <= validation._LONGEST_KEPT for text in validation._COMMUNES)
+
+
 @pytest.mark.parametrize("number,ok", [("670000397", True), ("670780691", True), ("910001973", True),
                                        ("670000398", False), ("2A0000001", True), ("2B1234567", True)])
 def test_finess_check_digit(number, ok):

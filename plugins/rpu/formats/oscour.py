@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import BinaryIO
 
 from lxml import etree
@@ -37,16 +38,19 @@ class FileRefused(Exception):
 
 @dataclass(slots=True)
 class RawRecord:
-    """One PATIENT as text: simple fields, the DA and ACTE lists, unknown (extension) elements.
+    """One PATIENT as text: the simple fields, the DA and ACTE lists, unknown (extension) elements.
 
-    ``extensions`` lists the extension elements in file order as ``(after, name, value)``,
-    ``after`` being the national element just before it (None when it comes first)."""
+    ``values`` holds the simple fields in the order of ``SIMPLE_FIELDS``, None for a field that
+    is absent or empty. ``extensions`` lists the extension elements in file order as
+    ``(after, name, value)``, ``after`` being the national element just before it (None when it
+    comes first)."""
 
     position: int
-    fields: dict[str, str]
+    values: list[str | None] | tuple[str | None, ...]
     da: list[str] = field(default_factory=list)
     actes: list[str] = field(default_factory=list)
     extensions: list[tuple[str | None, str, str]] = field(default_factory=list)
+
 
 
 @dataclass(slots=True)
@@ -61,7 +65,23 @@ def _text(element) -> str:
 
 
 def _read_record(element, position: int) -> RawRecord:
-    # The hot loop of every load: kept to plain iteration and dict stores.
+    # The hot loop of every load. Nearly every PATIENT has the national children in the
+    # national order: one comparison of its tags tells, and its texts are then read by position
+    # (lxml's C iteration, no dict). Anything else takes the general path below.
+    children = element[:]
+    if list(map(_TAG, children)) == _NATIONAL_TAGS:
+        texts = list(map(_TEXT, children))
+        da, actes = children[_DA_AT], children[_ACTES_AT]
+        del texts[_DA_AT:_ACTES_AT + 1]
+        return RawRecord(position, texts,
+                         [item.text or "" for item in da if item.tag == "DA"] if len(da) else [],
+                         [item.text or "" for item in actes if item.tag == "ACTE"] if len(actes) else [])
+    return _read_any_record(element, position)
+
+
+def _read_any_record(element, position: int) -> RawRecord:
+    """A PATIENT in any shape: fields in another order, missing, repeated (the last one
+    counts), extension elements."""
     fields: dict[str, str] = {}
     da = actes = None
     for child in element:
@@ -72,10 +92,12 @@ def _read_record(element, position: int) -> RawRecord:
             actes = [item.text or "" for item in child if item.tag == "ACTE"]
         else:
             fields[tag] = child.text or ""
-    record = RawRecord(position, fields, [] if da is None else da, [] if actes is None else actes)
+    extensions = []
     if len(fields) > len(_KNOWN_FIELDS) or not fields.keys() <= _KNOWN_FIELDS:
-        record.extensions = _extensions(element, fields)
-    return record
+        extensions = _extensions(element, fields)
+    get = fields.get
+    return RawRecord(position, tuple(get(name) or None for name in SIMPLE_FIELDS),
+                     [] if da is None else da, [] if actes is None else actes, extensions)
 
 
 def _extensions(element, fields: dict[str, str]) -> list[tuple[str | None, str, str]]:
@@ -104,6 +126,17 @@ _KNOWN_FIELDS = frozenset({
     "CODEGEO", "AGE", "AGE_JOURS",
 })
 _LIST_FIELDS = frozenset({"LISTE_DA", "LISTE_ACTES"})
+# The PATIENT children of the national format in their order (rpu-format.md §2), and the simple
+# fields among them: the order of ``RawRecord.values``.
+_NATIONAL_ORDER = (
+    "CP", "COMMUNE", "NAISSANCE", "SEXE", "ENTREE", "MODE_ENTREE", "PROVENANCE", "TRANSPORT",
+    "TRANSPORT_PEC", "MOTIF", "GRAVITE", "DP", "LISTE_DA", "LISTE_ACTES", "SORTIE", "MODE_SORTIE",
+    "DESTINATION", "ORIENT",
+)
+_NATIONAL_TAGS = list(_NATIONAL_ORDER)  # compared with a list of tags: no tuple built per PATIENT
+_DA_AT, _ACTES_AT = _NATIONAL_ORDER.index("LISTE_DA"), _NATIONAL_ORDER.index("LISTE_ACTES")
+SIMPLE_FIELDS = tuple(name for name in _NATIONAL_ORDER if name not in _LIST_FIELDS)
+_TAG, _TEXT = attrgetter("tag"), attrgetter("text")
 # What may stand directly under the root: the header, PASSAGES, or PATIENT without PASSAGES.
 _AT_ROOT = (HEADER_TAG, "PASSAGES", RECORD_TAG)
 
@@ -239,7 +272,9 @@ class OscourReader:
             # record's own earlier siblings are left (the usual case: the previous PATIENT).
             known = self._released_known
             while element.getprevious() is not None:
-                self._count_unknown(parent[0], known)
+                first = parent[0]
+                if first.tag not in known:  # the previous PATIENT, nearly always
+                    self._count_unknown(first, known)
                 del parent[0]
             return
         # lxml hands back the same proxy for a node while one is referenced: keeping the parent

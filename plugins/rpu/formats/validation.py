@@ -14,10 +14,10 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
-from functools import lru_cache
+from datetime import date, datetime, timedelta
 
 from rpu.formats import finess as finess_rules
+from rpu.formats.dates import _CLOCKS, _DAYS, _combine, age_in_years, parse_date, parse_datetime
 from rpu.formats.model import Header, Visit
 from rpu.formats.nomenclature import (
     CCAM_FORMAT,
@@ -30,6 +30,8 @@ from rpu.formats.nomenclature import (
 )
 from rpu.formats.oscour import FileRefused, OscourReader, RawHeader, RawRecord
 from rpu.formats.rules import FILE, Finding
+
+__all__ = ["FileReport", "age_in_years", "inspect_file", "parse_date", "parse_datetime", "validate_file"]
 
 # A report keeps this many findings in memory for display; counts are always complete and a
 # finding callback (the loader's) receives every one of them.
@@ -46,11 +48,39 @@ CLOCK_TOLERANCE = timedelta(hours=2)
 # Extension elements that producers write between MOTIF and GRAVITE; every other one goes after
 # ORIENT (the OSCOUR schema in include/xsd allows them nowhere else).
 EXTENSIONS_AFTER_MOTIF = frozenset({"HMED", "CIRCONSTANCE"})
-_CODE_FIELDS = ("SEXE", "MODE_ENTREE", "PROVENANCE", "TRANSPORT", "TRANSPORT_PEC", "GRAVITE",
-                "MODE_SORTIE", "DESTINATION", "ORIENT")
-_CODE_SETS = tuple((name, VALUE_SETS[name]) for name in _CODE_FIELDS)
 # The value sets the coherence tables apply to (a value outside its set is flagged already).
 _PROVENANCES, _DESTINATIONS, _ORIENTS = VALUE_SETS["PROVENANCE"], VALUE_SETS["DESTINATION"], VALUE_SETS["ORIENT"]
+# Each code field's value set with None (the field absent or empty): what needs no more check.
+(_SEXES, _MODES_ENTREE, _PROVENANCES_OR_NONE, _TRANSPORTS, _TRANSPORTS_PEC, _GRAVITES, _MODES_SORTIE,
+ _DESTINATIONS_OR_NONE, _ORIENTS_OR_NONE) = (VALUE_SETS[name] | {None} for name in (
+    "SEXE", "MODE_ENTREE", "PROVENANCE", "TRANSPORT", "TRANSPORT_PEC", "GRAVITE", "MODE_SORTIE", "DESTINATION",
+    "ORIENT"))
+# Values already seen valid exactly as received (a few thousand distinct codes and CPs repeat
+# over millions of visits): one set look-up instead of a regular expression. Bounded, so that a
+# hostile file of distinct values cannot grow them; past the bound, values take the full path.
+_CP_SEEN: set[str] = set()
+_CIM10_SEEN: set[str] = set()
+_CCAM_SEEN: set[str] = set()
+_COMMUNES: dict[str, str] = {}  # COMMUNE as received → as kept
+_MOTIFS: dict[str, str] = {}
+_SEEN_KEPT = 1 << 14
+_LONGEST_KEPT = 120  # characters: a commune or a motif; a longer text is never remembered
+
+
+def _remember(seen: set, value: str) -> None:
+    if len(seen) < _SEEN_KEPT:
+        seen.add(value)
+
+
+def _spaced(text: str, kept: dict[str, str], upper: bool = False) -> str:
+    """Whitespace trimmed and runs of it made one space (and upper case): COMMUNE, MOTIF;
+    ``kept`` remembers the values already seen."""
+    spaced = " ".join(text.split())
+    if upper:
+        spaced = spaced.upper()
+    if len(kept) < _SEEN_KEPT and len(text) <= _LONGEST_KEPT:
+        kept[text] = spaced
+    return spaced
 
 
 @dataclass
@@ -110,61 +140,6 @@ class FileReport:
             "flagged_records": self.flagged_records,
             "issues": [f.as_json() for f in self.findings],
         }
-
-
-# --- parsing of national formats -------------------------------------------------------------
-
-@lru_cache(maxsize=1 << 16)
-def parse_date(text: str) -> date:
-    """``dd/mm/yyyy`` (national format). Raises ValueError."""
-    text = text.strip()
-    if len(text) != 10 or text[2] != "/" or text[5] != "/":
-        raise ValueError(text)
-    return date(int(text[6:10]), int(text[3:5]), int(text[0:2]))
-
-
-def parse_datetime(text: str) -> datetime:
-    """``dd/mm/yyyy hh:mm`` with optional ``:ss`` (some producers). Raises ValueError."""
-    # Nearly every ENTREE and SORTIE is a different minute, so caching whole values misses;
-    # their day (a few hundred per file) and their time of day (1,440 minutes) repeat. A text
-    # whose two halves were each seen in a value already read (whitespace already normalised)
-    # is the same datetime as the full parse would give; anything else takes the full parse.
-    day = _DAYS.get(text[:10])
-    if day is not None:
-        clock = _CLOCKS.get(text[10:])
-        if clock is not None:
-            return datetime.combine(day, clock)
-    value = _parse_datetime(text)
-    if len(text) in (16, 19) and len(_DAYS) < _HALVES_KEPT and len(_CLOCKS) < _HALVES_KEPT \
-            and text == " ".join(text.split()):
-        _DAYS[text[:10]] = value.date()
-        _CLOCKS[text[10:]] = value.time()
-    return value
-
-
-_DAYS: dict[str, date] = {}
-_CLOCKS: dict[str, time] = {}
-_HALVES_KEPT = 1 << 14  # bounded: a hostile file of distinct odd spellings cannot grow them
-
-
-def _parse_datetime(text: str) -> datetime:
-    text = " ".join(text.split())
-    if len(text) not in (16, 19) or text[2] != "/" or text[5] != "/" or text[10] != " " or text[13] != ":":
-        raise ValueError(text)
-    second = 0
-    if len(text) == 19:
-        if text[16] != ":":
-            raise ValueError(text)
-        second = int(text[17:19])
-    return datetime(int(text[6:10]), int(text[3:5]), int(text[0:2]),
-                    int(text[11:13]), int(text[14:16]), second)
-
-
-def age_in_years(birth: date, on: date) -> int:
-    years = on.year - birth.year
-    if (on.month, on.day) < (birth.month, birth.day):
-        years -= 1
-    return years
 
 
 # --- the header ------------------------------------------------------------------------------
@@ -256,18 +231,25 @@ class _VisitChecker:
 
     def check(self, raw: RawRecord) -> Visit | None:
         # Run for every visit of every file: values are kept in locals and the Visit is built
-        # once at the end, each rule in the order its findings have always been reported.
-        fields = raw.fields
-        get = fields.get
-        entree_text = get("ENTREE", "").strip()
+        # once at the end, each rule in the order its findings have always been reported. A
+        # value already seen valid as received (a code of its set, a CP, a CIM-10 or CCAM code)
+        # is one set look-up; anything else takes the full path, which reports it.
+        (cp, commune, naissance, sexe, entree_text, mode_entree, provenance, transport, transport_pec, motif,
+         gravite, dp, sortie_text, mode_sortie, destination, orient) = raw.values
+        entree_text = entree_text.strip() if entree_text is not None else ""
         if not entree_text:
             self._reject(raw, "ENTREE_MISSING", None)
             return None
-        try:
-            entree = parse_datetime(entree_text)
-        except ValueError:
-            self._reject(raw, "ENTREE_INVALID", entree_text)
-            return None
+        # parse_datetime's usual case inline: a day and a time of day already seen.
+        entree_day, clock = _DAYS.get(entree_text[:10]), _CLOCKS.get(entree_text[10:])
+        if entree_day is not None and clock is not None:
+            entree = _combine(entree_day, clock)
+        else:
+            try:
+                entree = parse_datetime(entree_text)
+            except ValueError:
+                self._reject(raw, "ENTREE_INVALID", entree_text)
+                return None
 
         if self.extracted_by is not None and entree > self.extracted_by:
             self._reject(raw, "ENTREE_AFTER_EXTRACT", entree_text)
@@ -279,68 +261,71 @@ class _VisitChecker:
         def flag(rule: str, field_name: str | None, value: str | None = None, detail: str | None = None):
             findings.append(Finding(rule, position, field_name, value, entree_text, detail))
 
-        # Codes: normalised (trim, upper case), then checked against their value set. A valid
-        # code as spelt is one set look-up (the usual case); each value is read once.
-        codes = []
-        for name, allowed in _CODE_SETS:
-            value = get(name)
-            if value and value not in allowed:
-                value = self._code(value)
-                if value and value not in allowed:
-                    flag("VALUE_NOT_IN_SET", name, value)
-            codes.append(value or None)
-        sexe, mode_entree, provenance, transport, transport_pec, gravite, mode_sortie, destination, orient = codes
+        # Codes: normalised (trim, upper case), then checked against their value set (None,
+        # absent or empty, is in each set below).
+        if sexe not in _SEXES:
+            sexe = self._code_in_set("SEXE", sexe, flag)
+        if mode_entree not in _MODES_ENTREE:
+            mode_entree = self._code_in_set("MODE_ENTREE", mode_entree, flag)
+        if provenance not in _PROVENANCES_OR_NONE:
+            provenance = self._code_in_set("PROVENANCE", provenance, flag)
+        if transport not in _TRANSPORTS:
+            transport = self._code_in_set("TRANSPORT", transport, flag)
+        if transport_pec not in _TRANSPORTS_PEC:
+            transport_pec = self._code_in_set("TRANSPORT_PEC", transport_pec, flag)
+        if gravite not in _GRAVITES:
+            gravite = self._code_in_set("GRAVITE", gravite, flag)
+        if mode_sortie not in _MODES_SORTIE:
+            mode_sortie = self._code_in_set("MODE_SORTIE", mode_sortie, flag)
+        if destination not in _DESTINATIONS_OR_NONE:
+            destination = self._code_in_set("DESTINATION", destination, flag)
+        if orient not in _ORIENTS_OR_NONE:
+            orient = self._code_in_set("ORIENT", orient, flag)
 
-        cp = get("CP", "").strip()
-        if cp and not CP_FORMAT.match(cp):
-            flag("FORMAT_INVALID", "CP", cp)
-        commune = " ".join(get("COMMUNE", "").split()).upper()
-        motif = " ".join(get("MOTIF", "").split())
+        if cp is not None and cp not in _CP_SEEN:
+            cp = cp.strip()
+            if cp and not CP_FORMAT.match(cp):
+                flag("FORMAT_INVALID", "CP", cp)
+            elif cp:
+                _remember(_CP_SEEN, cp)
+        if commune is not None:
+            commune = _COMMUNES.get(commune) or _spaced(commune, _COMMUNES, upper=True)
+        if motif is not None:
+            motif = _MOTIFS.get(motif) or _spaced(motif, _MOTIFS)
 
-        # CIM-10 and CCAM codes: one regular-expression match in the usual case (a code as the
-        # norm spells it); normalised (trim, upper case, no dot) and checked again otherwise.
-        dp = get("DP", "")
-        if dp and not CIM10_FORMAT.match(dp):
-            dp = self._cim10(dp)
-            if dp and not CIM10_FORMAT.match(dp):
-                flag("FORMAT_INVALID", "DP", dp)
-        da_list = []
-        for da in raw.da:
-            if not CIM10_FORMAT.match(da):
-                da = self._cim10(da)
-                if da and not CIM10_FORMAT.match(da):
-                    flag("FORMAT_INVALID", "DA", da)
-            if da:
-                da_list.append(da)
-        actes = []
-        for acte in raw.actes:
-            if not CCAM_FORMAT.match(acte):
-                acte = self._code(acte)
-                if acte and not CCAM_FORMAT.match(acte):
-                    flag("FORMAT_INVALID", "ACTE", acte)
-            if acte:
-                actes.append(acte)
+        # CIM-10 and CCAM codes: normalised (trim, upper case, no dot) and checked again when
+        # not in the norm's spelling.
+        if dp is not None and dp not in _CIM10_SEEN:
+            dp = self._codes((dp,), CIM10_FORMAT, _CIM10_SEEN, "DP", self._cim10, flag)
+            dp = dp[0] if dp else None
+        da_list = raw.da
+        if da_list and not _CIM10_SEEN.issuperset(da_list):
+            da_list = self._codes(da_list, CIM10_FORMAT, _CIM10_SEEN, "DA", self._cim10, flag)
+        actes = raw.actes
+        if actes and not _CCAM_SEEN.issuperset(actes):
+            actes = self._codes(actes, CCAM_FORMAT, _CCAM_SEEN, "ACTE", self._code, flag)
 
         day = entree.date()
-        naissance = get("NAISSANCE", "").strip()
         birth = None
-        if naissance:
+        if naissance is not None and (naissance := naissance.strip()):
             try:
                 birth = parse_date(naissance)
             except ValueError:
                 flag("DATE_INVALID", "NAISSANCE", naissance)
             else:
-                age = day.year - birth.year  # age_in_years, inline
-                if (day.month, day.day) < (birth.month, birth.day):
-                    age -= 1
-                if not 0 <= age <= 120:
-                    flag("AGE_OUT_OF_RANGE", "NAISSANCE", naissance, f"Âge calculé : {age} ans.")
+                age = day.year - birth.year  # age_in_years, inline; 1 to 120 years apart is in range
+                if not 0 < age <= 120:
+                    if (day.month, day.day) < (birth.month, birth.day):
+                        age -= 1
+                    if not 0 <= age <= 120:
+                        flag("AGE_OUT_OF_RANGE", "NAISSANCE", naissance, f"Âge calculé : {age} ans.")
 
-        sortie_text = get("SORTIE", "").strip()
         sortie = None
-        if sortie_text:
+        if sortie_text is not None and (sortie_text := sortie_text.strip()):
+            sortie_day, clock = _DAYS.get(sortie_text[:10]), _CLOCKS.get(sortie_text[10:])
             try:
-                sortie = parse_datetime(sortie_text)
+                sortie = _combine(sortie_day, clock) if sortie_day is not None and clock is not None \
+                    else parse_datetime(sortie_text)
             except ValueError:
                 flag("DATE_INVALID", "SORTIE", sortie_text)
             else:
@@ -349,7 +334,19 @@ class _VisitChecker:
                 elif sortie - entree > MAX_STAY:
                     flag("STAY_TOO_LONG", "SORTIE", sortie_text)
 
-        self._check_coherence(mode_entree, provenance, mode_sortie, destination, orient, flag)
+        # Cross-field tables of rpu-format.md §3. An empty value is missing data (it counts in
+        # exhaustivité), and a value outside its set is already flagged: neither is incoherent
+        # (None, an empty value, is in no value set).
+        allowed = PROVENANCE_BY_MODE_ENTREE.get(mode_entree)
+        if allowed and provenance in _PROVENANCES and provenance not in allowed:
+            flag("PROVENANCE_INCOHERENT", "PROVENANCE", provenance, f"MODE_ENTREE : {mode_entree}.")
+        if mode_sortie is not None:
+            allowed = DESTINATION_BY_MODE_SORTIE.get(mode_sortie)
+            if allowed and destination in _DESTINATIONS and destination not in allowed:
+                flag("DESTINATION_INCOHERENT", "DESTINATION", destination, f"MODE_SORTIE : {mode_sortie}.")
+            allowed = ORIENT_BY_MODE_SORTIE.get(mode_sortie)
+            if allowed and orient in _ORIENTS and orient not in allowed:
+                flag("ORIENT_INCOHERENT", "ORIENT", orient, f"MODE_SORTIE : {mode_sortie}.")
 
         if (self.first_day and day < self.first_day) or (self.last_day and day > self.last_day):
             flag("ENTREE_OUTSIDE_PERIOD", "ENTREE", entree_text)
@@ -368,8 +365,30 @@ class _VisitChecker:
             for finding in findings:
                 report.add(finding)
         return Visit(position, entree, cp or None, commune or None, birth, sexe, mode_entree, provenance, transport,
-                     transport_pec, motif or None, gravite, dp or None, da_list, actes, sortie, mode_sortie,
+                     transport_pec, motif or None, gravite, dp, da_list, actes, sortie, mode_sortie,
                      destination, orient, extensions, flags)
+
+    def _code_in_set(self, name: str, value: str | None, flag) -> str | None:
+        """A code not in its set as received: normalised, flagged if still outside."""
+        value = self._code(value) if value else value
+        if value and value not in VALUE_SETS[name]:
+            flag("VALUE_NOT_IN_SET", name, value)
+        return value or None
+
+    def _codes(self, received, pattern, seen: set, name: str, normalise, flag) -> list[str]:
+        """CIM-10 or CCAM codes as kept: each normalised when not in the norm's spelling, flagged
+        if still not; the empty ones dropped."""
+        kept = []
+        for code in received:
+            if pattern.match(code):
+                _remember(seen, code)
+            else:
+                code = normalise(code)
+                if code and not pattern.match(code):
+                    flag("FORMAT_INVALID", name, code)
+            if code:
+                kept.append(code)
+        return kept
 
     @staticmethod
     def _extensions(received: list, flag) -> list[list[str]]:
@@ -386,21 +405,6 @@ class _VisitChecker:
                     flag("EXTENSION_MOVED", name, None, f"Reçu après {after or 'le début du passage'}.")
             extensions.append([slot, name, " ".join(value.split())])
         return extensions
-
-    @staticmethod
-    def _check_coherence(mode_entree, provenance, mode_sortie, destination, orient, flag) -> None:
-        """Cross-field tables of rpu-format.md §3. An empty value is missing data (it counts in
-        exhaustivité), and a value outside its set is already flagged: neither is incoherent
-        (None, an empty value, is in no value set)."""
-        allowed = PROVENANCE_BY_MODE_ENTREE.get(mode_entree)
-        if allowed and provenance in _PROVENANCES and provenance not in allowed:
-            flag("PROVENANCE_INCOHERENT", "PROVENANCE", provenance, f"MODE_ENTREE : {mode_entree}.")
-        allowed = DESTINATION_BY_MODE_SORTIE.get(mode_sortie)
-        if allowed and destination in _DESTINATIONS and destination not in allowed:
-            flag("DESTINATION_INCOHERENT", "DESTINATION", destination, f"MODE_SORTIE : {mode_sortie}.")
-        allowed = ORIENT_BY_MODE_SORTIE.get(mode_sortie)
-        if allowed and orient in _ORIENTS and orient not in allowed:
-            flag("ORIENT_INCOHERENT", "ORIENT", orient, f"MODE_SORTIE : {mode_sortie}.")
 
     def _code(self, text: str) -> str:
         code = text.strip().upper()

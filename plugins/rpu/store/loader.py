@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import tempfile
 import time
@@ -33,21 +32,13 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
-from rpu.formats.model import Limits, Visit, VolumeGuard
-from rpu.formats.rules import FILE, RULES, Finding
-from rpu.formats.validation import FileReport, inspect_file
+from rpu.formats.model import Limits, VolumeGuard
+from rpu.formats.rules import Finding
+from rpu.formats.validation import FileReport
+from rpu.store.copy_in import copy_findings, copy_visits, insert_findings
 from rpu.store.db import query
 from rpu.store.timeliness import record_reception
 
-RPU_COLUMNS = (
-    "received_file_id", "record_no", "finess", "ordre", "cp", "commune", "naissance", "sexe", "entree",
-    "mode_entree", "provenance", "transport", "transport_pec", "motif", "gravite", "dp", "da", "actes",
-    "sortie", "mode_sortie", "destination", "orient", "extensions", "flags",
-)
-ISSUE_COLUMNS = ("received_file_id", "record_no", "entree", "rule", "level", "field", "raw_value", "message")
-# NULL is an empty cell: the visit's lines are joined in _copy_visits, where a missing value is "".
-_COPY_RPU = f"COPY rpu ({', '.join(RPU_COLUMNS)}) FROM STDIN (NULL '')"
-_COPY_ISSUES = f"COPY record_issue ({', '.join(ISSUE_COLUMNS)}) FROM STDIN"
 ONE_DAY = timedelta(days=1)
 DEFAULT_GUARD = VolumeGuard()
 
@@ -245,7 +236,7 @@ def refuse_unread(conn: psycopg.Connection, name: str, sender: str | None, size:
         report = FileReport(file=name)
         report.add(finding)
         result = LoadResult(name, "rejected", file_id, report)
-        _insert_findings(conn, file_id, report.file_findings)
+        insert_findings(conn, file_id, report.file_findings)
         conn.execute(query("close_received_file"), _journal_row(file_id, "rejected", report, result))
     return result
 
@@ -275,8 +266,8 @@ def _load(conn, path, name, file_id, extra_findings, guard, decision, received_a
     with tempfile.TemporaryFile() as findings_spool:
         try:
             with conn.transaction():  # a savepoint: the visits go only if the file is applied
-                report = result.report = _copy_visits(conn, path, name, file_id, findings_spool, received_at,
-                                                      deadline)
+                report = result.report = copy_visits(conn, path, name, file_id, findings_spool, received_at,
+                                                     deadline)
                 for finding in extra_findings or ():
                     report.add(finding)
                 if report.rejected:
@@ -291,7 +282,7 @@ def _load(conn, path, name, file_id, extra_findings, guard, decision, received_a
                     result.status = "held"
                     raise psycopg.Rollback()
                 _apply_days(conn, report, file_id, result)
-                _copy_findings(conn, findings_spool)
+                copy_findings(conn, findings_spool)
         except (psycopg.OperationalError, psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
             raise  # the database is gone or busy: the caller retries, the file stays where it is
         except Exception:  # a file must end with a verdict, never loop on a crash
@@ -300,7 +291,7 @@ def _load(conn, path, name, file_id, extra_findings, guard, decision, received_a
             report = result.report = FileReport(file=name)
             report.add(Finding("TECHNICAL_ERROR", detail=f"({_error_name(result.error)})"))
     if result.status == "rejected":
-        _insert_findings(conn, file_id, report.file_findings)
+        insert_findings(conn, file_id, report.file_findings)
     elif result.status == "held":
         _keep_held(conn, path, file_id, result)
     if result.status == "loaded":
@@ -501,91 +492,3 @@ def _journal_row(file_id: int, status: str, report: FileReport | None = None, re
         "reason": result.reason if result else None,
         "same_as": result.same_as if result else same_as,
     }
-
-
-def _copy_visits(conn, path, name, file_id, findings_spool, received_at=None, deadline=None) -> FileReport:
-    """Stream the file's kept visits into ``rpu`` with COPY while it is read; the findings go
-    to a spool file (a COPY is under way on the connection) and are copied afterwards."""
-    with conn.cursor() as cursor, cursor.copy(_COPY_RPU) as copy:
-        # Lines go to the connection a few hundred at a time: every copy.write() is a round
-        # through psycopg and libpq, which cost more per visit than joining its line.
-        lines: list[str] = []
-        file_cell = str(file_id)
-        header_cells = None
-
-        def on_visit(visit: Visit, header) -> None:
-            # One line of COPY's text format per visit, joined here: adapting a tuple of 24
-            # values one by one (write_row) cost as much as validating the visit. A missing
-            # value is an empty cell (the COPY's NULL): no text value of a visit is ever empty.
-            nonlocal header_cells
-            if header_cells is None:
-                header_cells = ("" if header.finess is None else header.finess,
-                                "" if header.ordre is None else str(header.ordre))
-            sortie, naissance, extensions = visit.sortie, visit.naissance, visit.extensions
-            cells = (
-                file_cell, str(visit.position), *header_cells, visit.cp or "", visit.commune or "",
-                "" if naissance is None else str(naissance), visit.sexe or "", str(visit.entree),
-                visit.mode_entree or "", visit.provenance or "", visit.transport or "",
-                visit.transport_pec or "", visit.motif or "", visit.gravite or "", visit.dp or "",
-                _array(visit.da), _array(visit.actes), "" if sortie is None else str(sortie),
-                visit.mode_sortie or "", visit.destination or "", visit.orient or "",
-                json.dumps(extensions) if extensions else "", _array(visit.flags),
-            )
-            line = "\t".join(cells)
-            # Values are received text: the rare line holding a character that COPY escapes is
-            # joined again with each cell escaped.
-            if line.count("\t") != _TABS or "\\" in line or "\n" in line or "\r" in line:
-                line = "\t".join(cell.translate(_ESCAPES) for cell in cells)
-            lines.append(line)
-            if len(lines) >= _LINES_PER_WRITE:
-                copy.write(("\n".join(lines) + "\n").encode())
-                lines.clear()
-
-        def on_finding(finding: Finding) -> None:
-            if finding.level != FILE:
-                findings_spool.write(_copy_line(_finding_row(file_id, finding)))
-
-        report = inspect_file(path, name, on_visit=on_visit, on_finding=on_finding, received_at=received_at,
-                              deadline=deadline)
-        if lines:
-            copy.write(("\n".join(lines) + "\n").encode())
-        return report
-
-
-_TABS = len(RPU_COLUMNS) - 1
-_LINES_PER_WRITE = 256  # about 64 KiB
-
-
-def _array(items: list[str]) -> str:
-    """A text[] literal. psycopg's generic list adaptation costs a third of a load; codes are
-    quoted and escaped here, so any value received stays intact."""
-    if not items:
-        return "{}"
-    return "{" + ",".join('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items) + "}"
-
-
-def _finding_row(file_id: int, finding: Finding) -> tuple:
-    return (file_id, finding.record, finding.entree, finding.rule, RULES[finding.rule].level,
-            finding.field, finding.value, finding.message)
-
-
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_line(row: tuple) -> bytes:
-    """One line of COPY's text format."""
-    cells = ("\\N" if value is None else str(value).translate(_ESCAPES) for value in row)
-    return ("\t".join(cells) + "\n").encode("utf-8")
-
-
-def _copy_findings(conn, findings_spool) -> None:
-    findings_spool.seek(0)
-    with conn.cursor() as cursor, cursor.copy(_COPY_ISSUES) as copy:
-        while chunk := findings_spool.read(1 << 20):
-            copy.write(chunk)
-
-
-def _insert_findings(conn, file_id: int, findings: list[Finding]) -> None:
-    with conn.cursor() as cursor, cursor.copy(_COPY_ISSUES) as copy:
-        for finding in findings:
-            copy.write_row(_finding_row(file_id, finding))

@@ -1,0 +1,113 @@
+"""The COPY of one file into the store: its kept visits into ``rpu`` while it is read, its
+findings into ``record_issue``, each as lines of COPY's text format joined here (adapting
+values one by one through psycopg costs as much as reading the file)."""
+
+from __future__ import annotations
+
+import json
+
+from rpu.formats.model import Visit
+from rpu.formats.rules import FILE, RULES, Finding
+from rpu.formats.validation import FileReport, inspect_file
+
+RPU_COLUMNS = (
+    "received_file_id", "record_no", "finess", "ordre", "cp", "commune", "naissance", "sexe", "entree",
+    "mode_entree", "provenance", "transport", "transport_pec", "motif", "gravite", "dp", "da", "actes",
+    "sortie", "mode_sortie", "destination", "orient", "extensions", "flags",
+)
+ISSUE_COLUMNS = ("received_file_id", "record_no", "entree", "rule", "level", "field", "raw_value", "message")
+# NULL is an empty cell: the visit's lines are joined in copy_visits, where a missing value is "".
+_COPY_RPU = f"COPY rpu ({', '.join(RPU_COLUMNS)}) FROM STDIN (NULL '')"
+_COPY_ISSUES = f"COPY record_issue ({', '.join(ISSUE_COLUMNS)}) FROM STDIN"
+
+
+def copy_visits(conn, path, name, file_id, findings_spool, received_at=None, deadline=None) -> FileReport:
+    """Stream the file's kept visits into ``rpu`` with COPY while it is read; the findings go
+    to a spool file (a COPY is under way on the connection) and are copied afterwards."""
+    with conn.cursor() as cursor, cursor.copy(_COPY_RPU) as copy:
+        # Lines go to the connection a few hundred at a time: every copy.write() is a round
+        # through psycopg and libpq, which cost more per visit than joining its line.
+        lines: list[str] = []
+        file_cell = str(file_id)
+        header_cells = None
+
+        def on_visit(visit: Visit, header) -> None:
+            # One line of COPY's text format per visit, joined here: adapting a tuple of 24
+            # values one by one (write_row) cost as much as validating the visit. A missing
+            # value is an empty cell (the COPY's NULL): no text value of a visit is ever empty.
+            nonlocal header_cells
+            if header_cells is None:
+                header_cells = ("" if header.finess is None else header.finess,
+                                "" if header.ordre is None else str(header.ordre))
+            sortie, naissance, extensions = visit.sortie, visit.naissance, visit.extensions
+            da, actes, flags = visit.da, visit.actes, visit.flags
+            cells = (
+                file_cell, str(visit.position), *header_cells, visit.cp or "", visit.commune or "",
+                "" if naissance is None else str(naissance), visit.sexe or "", str(visit.entree),
+                visit.mode_entree or "", visit.provenance or "", visit.transport or "",
+                visit.transport_pec or "", visit.motif or "", visit.gravite or "", visit.dp or "",
+                _array(da) if da else "{}", _array(actes) if actes else "{}", "" if sortie is None else str(sortie),
+                visit.mode_sortie or "", visit.destination or "", visit.orient or "",
+                json.dumps(extensions) if extensions else "", _array(flags) if flags else "{}",
+            )
+            line = "\t".join(cells)
+            # Values are received text: the rare line holding a character that COPY escapes is
+            # joined again with each cell escaped.
+            if line.count("\t") != _TABS or "\\" in line or "\n" in line or "\r" in line:
+                line = "\t".join(cell.translate(_ESCAPES) for cell in cells)
+            lines.append(line)
+            if len(lines) >= _LINES_PER_WRITE:
+                copy.write(("\n".join(lines) + "\n").encode())
+                lines.clear()
+
+        def on_finding(finding: Finding) -> None:
+            if finding.level != FILE:
+                findings_spool.write(_copy_line(_finding_row(file_id, finding)))
+
+        report = inspect_file(path, name, on_visit=on_visit, on_finding=on_finding, received_at=received_at,
+                              deadline=deadline)
+        if lines:
+            copy.write(("\n".join(lines) + "\n").encode())
+        return report
+
+
+_TABS = len(RPU_COLUMNS) - 1
+_LINES_PER_WRITE = 256  # about 64 KiB
+
+
+def _array(items: list[str]) -> str:
+    """A text[] literal. psycopg's generic list adaptation costs a third of a load; codes are
+    quoted and escaped here, so any value received stays intact."""
+    if not items:
+        return "{}"
+    joined = '","'.join(items)
+    if "\\" in joined or '"' in joined:  # rare: each item escaped
+        joined = '","'.join(item.replace("\\", "\\\\").replace('"', '\\"') for item in items)
+    return '{"' + joined + '"}'
+
+
+def _finding_row(file_id: int, finding: Finding) -> tuple:
+    return (file_id, finding.record, finding.entree, finding.rule, RULES[finding.rule].level,
+            finding.field, finding.value, finding.message)
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_line(row: tuple) -> bytes:
+    """One line of COPY's text format."""
+    cells = ("\\N" if value is None else str(value).translate(_ESCAPES) for value in row)
+    return ("\t".join(cells) + "\n").encode("utf-8")
+
+
+def copy_findings(conn, findings_spool) -> None:
+    findings_spool.seek(0)
+    with conn.cursor() as cursor, cursor.copy(_COPY_ISSUES) as copy:
+        while chunk := findings_spool.read(1 << 20):
+            copy.write(chunk)
+
+
+def insert_findings(conn, file_id: int, findings: list[Finding]) -> None:
+    with conn.cursor() as cursor, cursor.copy(_COPY_ISSUES) as copy:
+        for finding in findings:
+            copy.write_row(_finding_row(file_id, finding))
