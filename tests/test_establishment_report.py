@@ -200,3 +200,23 @@ def test_settings_and_due_days(region):
     monthly = establishment_report.Settings("monthly", day=1)
     assert establishment_report.due(date(2026, 4, 1), monthly) and not establishment_report.due(RUN_DAY, monthly)
     assert establishment_report.period_for(RUN_DAY) == (START, END)
+
+
+def test_a_hostile_name_is_shown_not_run(db, tmp_path, monkeypatch):
+    """The establishment's name comes from the region file: in the page it is text, escaped once
+    (autoescaped template; the chart titles are SVG text)."""
+    hostile = '<script>alert("rpu")</script> & Cie'
+    region = write_region_file(
+        tmp_path, monkeypatch,
+        establishments=[{"finess": LIVE["finess"], "ordre": 0, "name": hostile, "status": "live",
+                         "it_contacts": [it(LIVE)]}])
+    path = tmp_path / "night.xml"
+    generator.write_oscour_file(path, LIVE["finess"], 0, END - timedelta(days=6), END, visits_per_day=5, seed=7)
+    with psycopg.connect(db, autocommit=True) as conn:
+        registry.sync(conn, region, author="test")
+        assert load_file(conn, path, sender=LIVE["finess"]).status == "loaded"
+        page = establishment_report.build(conn, region, LIVE["finess"], 0, START, END).html
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(&#34;rpu&#34;)&lt;/script&gt; &amp; Cie" in page
+    assert "&amp;lt;" not in page  # escaped once, not twice
+    assert hostile in _page_text(page)
