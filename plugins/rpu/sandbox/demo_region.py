@@ -11,8 +11,6 @@ from datetime import time as clock
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-DEMO_DAGS = ("rpu_ingest", "rpu_absence_monitor", "rpu_ars_daily", "rpu_invs_daily", "rpu_atih_monthly",
-             "rpu_invs_replay")
 INBOX_DIR, INVS_DIR, ARS_DIR, ATIH_DIR = "etablissements", "spf", "ars", "atih"
 
 

@@ -64,11 +64,6 @@ def spawn(name: str, argv: list[str], env: Mapping[str, str], log_path: Path, cw
     return Process(name, popen.pid, popen.pid, stat["start"] if stat else 0, list(argv), str(log_path)), popen
 
 
-def stop_group(process: Process, timeout: float = 20.0, popen: subprocess.Popen | None = None) -> None:
-    """SIGTERM to the whole process group, SIGKILL to what is left after ``timeout`` seconds."""
-    stop_groups([process], timeout, [popen] if popen is not None else [])
-
-
 def stop_groups(processes: list[Process], timeout: float = 20.0, popens: list[subprocess.Popen] = ()) -> list[str]:
     """Stop several process groups at once: SIGTERM to each, wait up to ``timeout`` seconds
     for all, then SIGKILL to what is left. Returns the names of the groups that were running.
