@@ -351,9 +351,14 @@ def test_report_charts_are_matplotlib_svg_inline_with_french_text(db, region):
     charts = doc.xpath("//svg")
     assert charts
     for chart in charts:  # drawn by matplotlib (its figure group), inline, titled for screen readers
-        assert chart.xpath("./g[@id='figure_1']/g[starts-with(@id, 'axes_')]")
+        assert chart.xpath("./g[substring-after(@id, '-') = 'figure_1']/g[contains(@id, '-axes_')]")
         assert chart[0].tag == "title" and chart[0].text.strip()
         assert chart.getparent().tag in ("section", "figure")
+    ids = doc.xpath("//@id")  # several charts on one page: no id twice, every reference resolves
+    assert len(ids) == len(set(ids))
+    references = {ref.split("#", 1)[1].rstrip(")") for ref in doc.xpath("//svg//@*[contains(., '#')]")
+                  if ref.startswith(("#", "url(#"))}
+    assert references and references <= set(ids)
     texts = {section: " ".join(doc.get_element_by_id(section).xpath(".//svg//text/text()"))
              for section in ("activite", "ccmu", "ages", "durees")}
     assert "jour sans aucun RPU" in texts["activite"]  # the legend, as text (svg.fonttype none)

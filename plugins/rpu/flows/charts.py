@@ -3,7 +3,9 @@ display, text kept as text), so that a report stays one self-contained file."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import re
 from datetime import date
 
 import matplotlib
@@ -25,9 +27,20 @@ def _svg(figure: Figure, title: str) -> Markup:
         figure.savefig(buffer, format="svg", bbox_inches="tight",
                        metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
     text = buffer.getvalue()
-    text = text[text.index("<svg"):]  # inline: no XML declaration nor DOCTYPE
+    text = _own_ids(text[text.index("<svg"):])  # inline: no XML declaration nor DOCTYPE
     opening = text.index(">") + 1  # the chart's title, for screen readers and on hover
     return Markup(text[:opening]) + Markup("<title>%s</title>") % title + Markup(text[opening:])
+
+
+_ID = re.compile(r'(\bid="|href="#|url\(#)([^")]+)')
+
+
+def _own_ids(svg: str) -> str:
+    """matplotlib names the elements of every figure alike (``figure_1``, ``axes_1``...): a page
+    of several charts would repeat ids, and a reference (clip path, marker) could resolve in
+    another chart. Each chart's ids get a prefix drawn from its content (stable output)."""
+    prefix = "c" + hashlib.sha1(svg.encode()).hexdigest()[:8] + "-"
+    return _ID.sub(lambda m: m.group(1) + prefix + m.group(2), svg)
 
 
 def _figure(width: float, height: float) -> Figure:
