@@ -25,11 +25,12 @@ import sys
 from pathlib import Path
 
 from rpu.cli.connections import PLACEHOLDER, read_env_file
+from rpu.cli.errors import EXIT_OK, EXIT_REJECTED, EXIT_USAGE
 from rpu.cli.region_check import DEFAULT_TIMEOUT, run_checks
 from rpu.cli.region_init import compose_path, init_region
 from rpu.config.region import host_key_fingerprint
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_FAILED = EXIT_REJECTED  # a check or an init that did not succeed
 _REGION_CODE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
