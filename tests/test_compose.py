@@ -18,6 +18,7 @@ import yaml
 from rpu.airflow.access import FAB_AUTH_MANAGER
 from rpu.cli.connections import CONNECTION_IDS, read_env_file
 from rpu.cli.region_init import CONTAINER_EXPORTS_DIR, CONTAINER_REGION_DIR, init_region
+from rpu.flows import establishment_report, inbox
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yaml"
@@ -179,6 +180,14 @@ def test_postgres_creates_the_regional_database_and_sftp_mounts_the_region_accou
     assert sftp["build"]["context"] == "./deploy/sftp"
     assert any(v.endswith("/sftp:/etc/rpu-sftp:ro") for v in sftp["volumes"]) and "sftp-data:/srv/sftp" in sftp["volumes"]
     assert (REPO / "deploy" / "sftp" / "entrypoint.sh").stat().st_mode & 0o111
+
+
+def test_the_sftp_image_makes_every_folder_the_concentrator_writes_to():
+    """The chroot of an establishment is root's: the concentrator (one shared uid) cannot create a
+    folder there later, so the image makes each one the flows move files into."""
+    script = (REPO / "deploy" / "sftp" / "entrypoint.sh").read_text(encoding="utf-8")
+    made = set(re.search(r"for folder in ([a-z ]+); do", script).group(1).split())
+    assert {inbox.DEPOT, inbox.PROCESSED, inbox.REJECTED, inbox.HELD, establishment_report.FOLDER} <= made
 
 
 def test_dockerfile_builds_on_the_pinned_airflow(services):

@@ -7,6 +7,9 @@
 #   /srv/sftp/<FINESS>/depot/       where the establishment drops its files
 #   /srv/sftp/<FINESS>/traites/     files loaded, with their report
 #   /srv/sftp/<FINESS>/rejetes/     files refused, with their report
+#   /srv/sftp/<FINESS>/attente/     files held for the ORU (they would empty or halve days we hold)
+#   /srv/sftp/<FINESS>/rapports/    the weekly establishment report
+# (all made here: the chroot's root folder is root's, so the concentrator cannot create them later)
 #
 # Every account shares one uid (the chroots keep the establishments apart), so a file an
 # establishment uploads with any permission stays readable by the concentrator.
@@ -53,7 +56,7 @@ while read -r finess hash _ || [ -n "${finess:-}" ]; do
   user="e${finess,,}"
   wanted[$user]=1
   install -d -o root -g root -m 0755 "$ROOT/$finess"
-  for folder in depot traites rejetes; do
+  for folder in depot traites rejetes attente rapports; do
     [ -d "$ROOT/$finess/$folder" ] || install -d -o "$SHARED_ID" -g "$SHARED_ID" -m 0750 "$ROOT/$finess/$folder"
   done
   id "$user" >/dev/null 2>&1 || useradd -M -o -u "$SHARED_ID" -g sftp-depot -G etablissements \
