@@ -220,3 +220,16 @@ def test_a_hostile_name_is_shown_not_run(db, tmp_path, monkeypatch):
     assert "&lt;script&gt;alert(&#34;rpu&#34;)&lt;/script&gt; &amp; Cie" in page
     assert "&amp;lt;" not in page  # escaped once, not twice
     assert hostile in _page_text(page)
+
+
+def test_the_region_s_own_page_template_is_used_for_the_region_named(loaded, region, tmp_path, monkeypatch):
+    """`rpu report establishment --region FILE`: the page comes from FILE's templates/ folder when
+    the ORU put its own version there, even with no RPU_REGION_CONFIG in the environment."""
+    (region.path.parent / "templates").mkdir()
+    (region.path.parent / "templates" / "establishment_report.html.j2").write_text(
+        "<!DOCTYPE html><title>{{ title }}</title><p>Version de la région pour {{ name }}</p>\n", encoding="utf-8")
+    monkeypatch.delenv("RPU_REGION_CONFIG")
+    output = tmp_path / "page.html"
+    assert cli.main(["report", "establishment", LIVE["finess"], "--start", START.isoformat(), "--end",
+                     END.isoformat(), "--output", str(output), "--database", loaded, "--region", str(region.path)]) == 0
+    assert f"Version de la région pour {LIVE['name']}" in output.read_text(encoding="utf-8")

@@ -31,7 +31,7 @@ import psycopg
 
 from rpu.config.region import Region, RegionConfigError
 from rpu.flows import charts, plain_text
-from rpu.flows.templating import render
+from rpu.flows.templating import render_for
 from rpu.formats.rules import RULES
 from rpu.store import quality, sends, timeliness
 from rpu.store.db import query
@@ -301,7 +301,7 @@ def build(conn: psycopg.Connection, region: Region, finess: str, ordre: int, sta
             target=quality.TARGET) if overall else None,
         "folder": f"{finess}/{FOLDER}/",
     }
-    html = render("establishment_report.html.j2", **context)
+    html = render_for(region.path, "establishment_report.html.j2", **context)  # its --region's own version first
     return Page(finess, ordre, name, status, start, end, visits, html, context)
 
 
