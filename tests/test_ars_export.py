@@ -459,8 +459,8 @@ def test_the_delays_section_counts_the_csv_s_visits_of_its_weeks_even_after_revo
         assert count == (in_window["finess"] == e["finess"]).sum()
     assert len(frame) == totals["Région"] + january and january > 0  # the year, not the window
     caption = " ".join(doc.get_element_by_id("delais-perimetre").text_content().split())
-    assert "entrés du 19/01/2026 au 15/03/2026" in caption and "du 01/01/2026 au 15/03/2026" in caption
-    assert "leur nombre est celui des lignes du fichier rpu_*.csv" in caption
+    assert "entre le 19/01/2026 et le 15/03/2026" in caption and "du 01/01/2026 au 15/03/2026" in caption
+    assert "ce sont exactement les lignes du fichier rpu_*.csv" in caption
 
 
 # --- the DAG -----------------------------------------------------------------------------------------------
