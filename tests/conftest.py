@@ -204,6 +204,34 @@ def conn(db):
         yield connection
 
 
+# The visits held in rpu, keyed as visit_timeliness keys them (each day is held by one file, so
+# the rank ordered by file then record is the rank within the file that holds it).
+_TIMELINESS_DRIFT = """
+WITH held AS (
+    SELECT r.finess, r.ordre, r.entree, r.received_file_id,
+           hashtextextended(concat_ws('|', coalesce(r.naissance::text, ''), coalesce(r.sexe, '')), 0) AS person,
+           row_number() OVER (PARTITION BY r.finess, r.ordre, r.entree, r.naissance, r.sexe
+                              ORDER BY r.received_file_id, r.record_no) AS rank
+    FROM rpu r
+)
+SELECT (SELECT count(*) FROM visit_timeliness t WHERE NOT EXISTS (
+            SELECT 1 FROM held h WHERE (h.finess, h.ordre, h.entree, h.person, h.rank)
+                                       = (t.finess, t.ordre, t.entree, t.person, t.rank))),
+       (SELECT count(*) FROM held h WHERE NOT EXISTS (
+            SELECT 1 FROM visit_timeliness t WHERE (h.finess, h.ordre, h.entree, h.person, h.rank)
+                                                   = (t.finess, t.ordre, t.entree, t.person, t.rank))),
+       (SELECT count(*) FROM held h JOIN visit_timeliness t
+            ON (h.finess, h.ordre, h.entree, h.person, h.rank) = (t.finess, t.ordre, t.entree, t.person, t.rank)
+        WHERE t.last_file_id <> h.received_file_id)
+"""
+
+
+def timeliness_drift(connection: psycopg.Connection) -> tuple[int, int, int]:
+    """(rows of visit_timeliness for a visit no longer held, visits held without a row, rows
+    whose last file is not the one holding the visit): (0, 0, 0) when both tables agree."""
+    return tuple(connection.execute(_TIMELINESS_DRIFT).fetchone())
+
+
 # --------------------------------------------------------------------------- the region file
 
 

@@ -32,7 +32,7 @@ from rpu.sandbox.generator import demo_establishments, write_oscour_file
 from rpu.sandbox.local_services import create_database, database_url, drop_database, postgres_airflow_connection
 from rpu.store import db as store
 from rpu.store import quality, registry, sends, timeliness
-from rpu.store.loader import load_file
+from rpu.store.loader import load_file, revoke_file
 
 EXPORT_DAY = date(2026, 3, 16)  # a Monday: the data runs from 1 January to Sunday 15 March
 FIRST_DAY = EXPORT_DAY - timedelta(days=14)
@@ -387,7 +387,11 @@ def test_days_before_an_establishment_s_first_file_are_not_a_break_in_its_flow(d
     RPU in the window are a real break."""
     gap = date(2026, 3, 10)
     with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("DELETE FROM rpu WHERE finess = %s AND entree::date = %s", (LIVE[1]["finess"], gap))
+        # Behind the loader's back: the timeliness of these 33 visits must go too, or the export's
+        # delays section would still count them (1 262 RPU against 1 229 rows in the CSV).
+        for table in ("rpu", "visit_timeliness"):
+            conn.execute(sql.SQL("DELETE FROM {} WHERE finess = %s AND entree::date = %s").format(sql.Identifier(table)),
+                         (LIVE[1]["finess"], gap))
         period = ars_export.ExportPeriod(EXPORT_DAY)
         paris_midnight = datetime(2026, 1, 19, tzinfo=pendulum.timezone("Europe/Paris"))
         data = ars_report.collect(conn, start=period.start, end=period.end, window_start=period.window_start,
@@ -408,11 +412,55 @@ def test_days_before_an_establishment_s_first_file_are_not_a_break_in_its_flow(d
     doc = report_of(outcome)
     figures = {next(e["finess"] for e in LIVE if e["finess"] in f.findtext("figcaption")): f
                for f in doc.xpath("//section[@id='activite']//figure")}
-    red_dots = {finess: len(f.xpath(".//g[@id='jours-sans-rpu']//use")) for finess, f in figures.items()}
+    red_dots = {finess: len(f.xpath(".//g[contains(@id, 'jours-sans-rpu')]//use")) for finess, f in figures.items()}
     assert red_dots == {LIVE[2]["finess"]: 0, LIVE[1]["finess"]: 1, LIVE[0]["finess"]: 42}
     caption = " ".join(figures[LIVE[2]["finess"]].findtext("figcaption").split())
     assert f"moyenne {round(fresh.mean)} RPU/jour" in caption and "premier fichier à partir du 02/03/2026" in caption
     assert "sans RPU" not in caption
+
+
+def delays_totals(doc: lxml_html.HtmlElement) -> dict[str, int]:
+    """The RPU column of the delays section: {label: count}, the region under "Région"."""
+    return {tr.xpath("td")[0].text_content(): int(tr.xpath("td")[1].text_content().replace("\u202f", ""))
+            for tr in doc.xpath("//section[@id='delais']//tbody/tr")}
+
+
+def test_the_delays_section_counts_the_csv_s_visits_of_its_weeks_even_after_revocations(db, region, template,
+                                                                                         tmp_path):
+    """The ARS reads the delays section and the CSV. Over the same ENTREE days and statuses they
+    count the same visits, also after the ORU revoked files: a newer extract of 10/03 (LIVE[1]),
+    whose day is back to the first file, and the only file of 20/02 (LIVE[2]), whose day is
+    emptied (before the fix the revoked visits stayed counted in the delays). The legitimate
+    difference is the period: the section covers the 8 weeks of the window, the CSV the year
+    (a file of 10/01 is in the CSV only), which its caption says."""
+    with psycopg.connect(db, autocommit=True) as conn:
+        revoked = []
+        for name, e, day, seed in (("newer.xml", LIVE[1], date(2026, 3, 10), 21), ("alone.xml", LIVE[2], date(2026, 2, 20), 22)):
+            write_oscour_file(tmp_path / name, e["finess"], 0, day, day, visits_per_day=25, seed=seed,
+                              extract=datetime(2026, 3, 16, 4, 0))
+            result = load(conn, tmp_path / name, e["finess"])
+            assert result.status == "loaded" and result.loaded_records > 0
+            revoked.append(result.received_file_id)
+        write_oscour_file(tmp_path / "january.xml", LIVE[0]["finess"], 0, date(2026, 1, 10), date(2026, 1, 10),
+                          visits_per_day=12, seed=23)
+        january = load(conn, tmp_path / "january.xml", LIVE[0]["finess"]).loaded_records
+        for file_id in revoked:
+            revoke_file(conn, file_id, by="oru", reason="fichier envoyé par erreur")
+        outcome = ars_export.export_daily(conn, region, EXPORT_DAY)
+    period = ars_export.ExportPeriod(EXPORT_DAY)
+    frame = pd.read_csv(outcome.sends[0].local_path, sep=";", encoding="utf-8-sig", dtype=str, keep_default_na=False)
+    entries = pd.to_datetime(frame["date_entree"], format="%d/%m/%Y %H:%M")
+    in_window = frame[entries >= pd.Timestamp(period.window_start)]
+    doc = report_of(outcome)
+    totals = delays_totals(doc)
+    assert totals["Région"] == len(in_window) == template["visits"]  # 1 262: the revoked days are as loaded
+    for e in LIVE:
+        [count] = [v for label, v in totals.items() if e["finess"] in label]
+        assert count == (in_window["finess"] == e["finess"]).sum()
+    assert len(frame) == totals["Région"] + january and january > 0  # the year, not the window
+    caption = " ".join(doc.get_element_by_id("delais-perimetre").text_content().split())
+    assert "entre le 19/01/2026 et le 15/03/2026" in caption and "du 01/01/2026 au 15/03/2026" in caption
+    assert "ce sont exactement les lignes du fichier rpu_*.csv" in caption
 
 
 # --- the DAG -----------------------------------------------------------------------------------------------

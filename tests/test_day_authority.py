@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import timeliness_drift
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -24,7 +25,7 @@ from rpu.formats.oscour_writer import header_xml, write_oscour
 from rpu.formats.syrius import CodegeoTable, write_syrius_zip
 from rpu.formats.validation import inspect_file
 from rpu.store import db as store
-from rpu.store.loader import apply_held, load_file
+from rpu.store.loader import apply_held, load_file, revoke_file
 
 FINESS = "670780691"
 DAY0 = date(2026, 3, 1)
@@ -45,7 +46,8 @@ def module_db(pg_admin_url):
 @pytest.fixture
 def conn(module_db):
     with psycopg.connect(module_db) as connection:
-        connection.execute("TRUNCATE rpu, record_issue, file_day, held_file, received_file RESTART IDENTITY CASCADE")
+        connection.execute("TRUNCATE rpu, rpu_superseded, record_issue, file_day, held_file, received_file,"
+                           " visit_timeliness RESTART IDENTITY CASCADE")
         connection.commit()
         connection.url = module_db
         yield connection
@@ -139,7 +141,8 @@ def _reference(files: list[dict]) -> dict[date, list[str]]:
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10**9), order=st.permutations(range(7)))
 def test_any_order_of_arrival_gives_the_same_database(conn, tmp_path_factory, seed, order):
-    conn.execute("TRUNCATE rpu, record_issue, file_day, held_file, received_file RESTART IDENTITY CASCADE")
+    conn.execute("TRUNCATE rpu, rpu_superseded, record_issue, file_day, held_file, received_file,"
+                 " visit_timeliness RESTART IDENTITY CASCADE")
     conn.commit()
     rng = random.Random(seed)
     tmp = tmp_path_factory.mktemp("nights")
@@ -149,10 +152,16 @@ def test_any_order_of_arrival_gives_the_same_database(conn, tmp_path_factory, se
         result = load_file(conn, files[index][0], guard=None)
         conn.commit()
         assert result.status in ("loaded", "superseded"), result.reason
+        # The timeliness holds the visits rpu holds, after each file (see timeliness_forget_gone.sql).
+        assert timeliness_drift(conn) == (0, 0, 0)
     assert motifs_per_day(conn) == _reference([meta for _path, meta in files])
     # The day journal agrees: one authority per day, whose count is what is held that day.
     authorities = dict(conn.execute("SELECT day, visits FROM file_day WHERE superseded_by IS NULL AND visits > 0"))
     assert authorities == held_per_day(conn)
+    # A file revoked (one that rules days, or one ruled everywhere): the timeliness follows too.
+    revoke_file(conn, rng.randrange(1, 8), by="oru", reason="test")
+    conn.commit()
+    assert timeliness_drift(conn) == (0, 0, 0)
 
 
 def test_an_older_open_file_after_the_next_nights_file_keeps_its_day(conn, tmp_path):

@@ -214,7 +214,7 @@ def test_html_templates_escape_what_they_are_given():
     assert "<script>" not in html and "&lt;script&gt;alert(3)&lt;/script&gt;" in html
     assert "&amp;lt;" not in html  # escaped once, not twice
     section = render_html("ars_timeliness_section.html.j2", start=date(2026, 1, 1), last_day=date(2026, 2, 28),
-                          chart="", target=0.8, lines=[("<script>alert(4)</script>", None, False)])
+                          export_start=date(2026, 1, 1), chart="", target=0.8, lines=[("<script>alert(4)</script>", None, False)])
     assert "<script>" not in section and "&lt;script&gt;alert(4)&lt;/script&gt;" in section
 
 

@@ -3,12 +3,12 @@ load and at send. Real PostgreSQL, real SFTP server for the delivery, visits wit
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-from conftest import write_region_file
+from conftest import timeliness_drift, write_region_file
 from lxml import html as lxml_html
 
 from rpu.config import region as region_config
@@ -16,7 +16,7 @@ from rpu.flows import ars_export, establishment_report, invs
 from rpu.flows.templating import fr_hours
 from rpu.sandbox import generator
 from rpu.store import registry, sends, timeliness
-from rpu.store.loader import load_file
+from rpu.store.loader import load_file, revoke_file
 
 TZ = "Europe/Paris"
 LIVE, PARALLEL = generator.demo_establishments(2, seed=11)
@@ -164,3 +164,77 @@ def test_migration_backfills_the_visits_already_held(fresh_database_url):
         rows = conn.execute("SELECT first_file_id, exit_at FROM visit_timeliness ORDER BY exit_at").fetchall()
         assert rows == [(file_id, datetime(2026, 3, 6, 23, 0)), (file_id, datetime(2026, 3, 7, 10, 0)),
                         (file_id, datetime(2026, 3, 7, 12, 0))]
+
+
+# --- a revocation: the timeliness follows rpu ---------------------------------------------------
+
+DAY = date(2026, 3, 2)
+
+
+def _at(day_offset: int, hour: int) -> datetime:
+    return datetime.combine(DAY + timedelta(days=day_offset), datetime.min.time()) + timedelta(hours=hour)
+
+
+def _revoked_sequence(conn, tmp_path, *, as_before_010: bool = False) -> tuple[int, int]:
+    """File A (2–4 March: a visit on the 2nd, two on the 3rd), then file B, a newer extract of
+    3–5 March (one visit of the 3rd in common with A, one of its own, one on the 5th that only B
+    brings); B is revoked: the 3rd and 4th are A's again, the 5th is emptied. ``as_before_010``:
+    visit_timeliness is left as the revocation found it (what the code before 010 did)."""
+    a = _load(conn, oscour(tmp_path / "a.xml", LIVE["finess"], _at(2, 2), [
+        (_at(0, 10), _at(0, 12), "01/01/1950"), (_at(1, 9), _at(1, 11), "02/02/1960"),
+        (_at(1, 15), None, "03/03/1970")]), LIVE["finess"])
+    b = _load(conn, oscour(tmp_path / "b.xml", LIVE["finess"], _at(3, 2), [
+        (_at(1, 9), _at(1, 11), "02/02/1960"), (_at(1, 20), None, "04/04/1980"),
+        (_at(3, 1), None, "05/05/1990")]), LIVE["finess"])
+    if as_before_010:
+        conn.execute("CREATE TEMP TABLE before_revocation AS SELECT * FROM visit_timeliness")
+    revocation = revoke_file(conn, b, by="oru", reason="fichier d'une autre unité")
+    if as_before_010:
+        conn.execute("DELETE FROM visit_timeliness")
+        conn.execute("INSERT INTO visit_timeliness SELECT * FROM before_revocation")
+    assert revocation.restored == {DAY + timedelta(days=1): a, DAY + timedelta(days=2): a}
+    assert revocation.emptied == [DAY + timedelta(days=3)]
+    return a, b
+
+
+def _visits(conn) -> list[tuple]:
+    return conn.execute("SELECT entree, first_file_id, last_file_id, first_received_at FROM visit_timeliness"
+                        " ORDER BY entree").fetchall()
+
+
+def test_a_revoked_file_s_visits_leave_the_timeliness_and_the_restored_ones_come_back(conn, region, tmp_path):
+    """Regression: a revocation changed rpu but not visit_timeliness, so the ARS report's delays
+    counted the revoked file's visits (here 2 of B's: 3 rows for 3 visits held, 1 of them not
+    held) and missed the visit of A restored on the 3rd."""
+    a, _b = _revoked_sequence(conn, tmp_path)
+    assert timeliness_drift(conn) == (0, 0, 0)
+    received_a = conn.execute("SELECT received_at FROM received_file WHERE id = %s", (a,)).fetchone()[0]
+    # Every visit held is A's, first received with A (the one in common with B kept its first reception).
+    assert _visits(conn) == [(_at(0, 10), a, a, received_a), (_at(1, 9), a, a, received_a),
+                             (_at(1, 15), a, a, received_a)]
+    data = timeliness.summary(conn, DAY, DAY + timedelta(days=7), timezone=TZ, statuses=["live"])
+    held = dict(conn.execute("SELECT entree::date, count(*) FROM rpu GROUP BY 1").fetchall())
+    assert {day: data.of(None, day).visits for day in data.buckets() if data.of(None, day)} == held
+    assert data.of(None).visits == 3
+
+
+def test_migration_010_repairs_what_past_revocations_left(fresh_database_url, tmp_path):
+    """A database whose revocations ran before 010 (visit_timeliness left as it was before the
+    revocation) holds exactly the visits of rpu once migrated."""
+    from rpu.store import db as store
+
+    with psycopg.connect(fresh_database_url(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migration (version integer PRIMARY KEY, name text NOT NULL,"
+                     " checksum char(64) NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        for migration in (m for m in store.known_migrations() if m.version < 10):
+            conn.execute(migration.sql)
+            conn.execute("INSERT INTO schema_migration (version, name, checksum) VALUES (%s, %s, %s)",
+                         (migration.version, migration.name, migration.checksum))
+        a, _b = _revoked_sequence(conn, tmp_path, as_before_010=True)
+        # B's 2 visits still counted, A's restored visit missing, the visit in common still on B.
+        assert timeliness_drift(conn) == (2, 1, 1)
+        assert [m.version for m in store.migrate(conn)] == [10]
+        assert timeliness_drift(conn) == (0, 0, 0)
+        received_a = conn.execute("SELECT received_at FROM received_file WHERE id = %s", (a,)).fetchone()[0]
+        assert [row[:3] for row in _visits(conn)] == [(_at(0, 10), a, a), (_at(1, 9), a, a), (_at(1, 15), a, a)]
+        assert _visits(conn)[2][3] == received_a  # the restored visit: first received with A

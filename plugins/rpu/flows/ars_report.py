@@ -300,6 +300,6 @@ def render_report(data: ReportData, region: Region, generated_at: datetime,
         ccmu=ccmu_view(data), ages=ages_view(data), stays=stays_view(data),
         files=files_view(data, tz), file_statuses=[FILE_STATUS_FR[s] for s in quality.FILE_STATUSES],
         files_since=data.window_start,
-        delays=timeliness_section(delays, rows) if delays else None,
+        delays=timeliness_section(delays, rows, data.start) if delays else None,
         generated_at=generated_at.astimezone(tz),
     )

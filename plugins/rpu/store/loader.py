@@ -37,7 +37,7 @@ from rpu.formats.rules import Finding
 from rpu.formats.validation import FileReport
 from rpu.store.copy_in import copy_findings, copy_visits, insert_findings
 from rpu.store.db import query
-from rpu.store.timeliness import record_reception
+from rpu.store.timeliness import record_reception, record_revocation
 
 ONE_DAY = timedelta(days=1)
 DEFAULT_GUARD = VolumeGuard()
@@ -373,6 +373,8 @@ def revoke_file(conn: psycopg.Connection, file_id: int, *, by: str, reason: str)
             if restored < expected:
                 revocation.incomplete.append(day)
         revocation.emptied = [day for day in days if day not in revocation.restored]
+        # Timeliness follows rpu: the revoked visits go, the restored ones come back.
+        record_revocation(conn, finess, ordre, days, revocation.restored)
         conn.execute("UPDATE received_file SET status = 'revoked', reason = %s, decided_by = %s, decided_reason = %s,"
                      " decided_at = now() WHERE id = %s", (f"Révoqué par l'ORU : {reason}", by, reason, file_id))
     return revocation

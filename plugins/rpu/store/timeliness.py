@@ -7,6 +7,8 @@ Both are stored in ``visit_timeliness`` as they happen, so that no file is ever 
 - at load, :func:`record_reception` (called by the loader inside the file's transaction) adds
   the visits the file supplied (a visit already known keeps its first reception) and forgets
   those no longer held over the days it brought;
+- at a revocation, :func:`record_revocation` (called by ``revoke_file`` in its transaction) does
+  the same on each day the revoked file ruled, for the file whose visits are back (or none);
 - at send, :func:`record_delivery` (called when an ``invs`` send is marked sent, in the same
   transaction) stamps the visits of that send's establishment and period not yet delivered.
 
@@ -40,9 +42,31 @@ def record_reception(conn: psycopg.Connection, file_id: int) -> None:
     if row is None:  # a file that brought no day
         return
     received_at, finess, ordre, start, end = row
+    _record(conn, file_id, received_at, finess, ordre, start, end)
+
+
+def record_revocation(conn: psycopg.Connection, finess: str, ordre: int, days: list[date],
+                      restored: dict[date, int]) -> None:
+    """After a revocation: on each of ``days`` (those the revoked file ruled), the visits of the
+    file now back (``restored``) are recorded as if it had just been loaded (a visit already
+    known keeps its first reception), and the revoked file's visits no longer held are
+    forgotten (a day no file brings again is emptied). Called by ``revoke_file`` in its
+    transaction, after the visits are restored."""
+    received = dict(conn.execute("SELECT id, received_at FROM received_file WHERE id = ANY(%s)",
+                                 (sorted(set(restored.values())),)).fetchall())
+    for day in days:
+        file_id = restored.get(day)
+        _record(conn, file_id, received.get(file_id), finess, ordre, day, day + timedelta(days=1))
+
+
+def _record(conn: psycopg.Connection, file_id: int | None, received_at, finess: str, ordre: int, start: date,
+            end: date) -> None:
+    """Make visit_timeliness hold, on ENTREE days [start, end), what ``rpu`` holds: the visits of
+    ``file_id`` recorded, those no longer held forgotten (``file_id`` None: no file supplies them)."""
     bounds = {"file_id": file_id, "received_at": received_at, "finess": finess, "ordre": ordre, "start": start,
               "end": end}
-    conn.execute(query("timeliness_record_reception"), bounds)
+    if file_id is not None:
+        conn.execute(query("timeliness_record_reception"), bounds)
     conn.execute(query("timeliness_forget_gone"), bounds)
 
 
