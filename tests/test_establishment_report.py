@@ -233,3 +233,20 @@ def test_the_region_s_own_page_template_is_used_for_the_region_named(loaded, reg
     assert cli.main(["report", "establishment", LIVE["finess"], "--start", START.isoformat(), "--end",
                      END.isoformat(), "--output", str(output), "--database", loaded, "--region", str(region.path)]) == 0
     assert f"Version de la région pour {LIVE['name']}" in output.read_text(encoding="utf-8")
+
+
+def test_priorities_are_worded_from_their_template(loaded, region):
+    """« À corriger en priorité »: the refused file, the refused code, each a French sentence
+    with its figures (no rule code)."""
+    with psycopg.connect(loaded) as conn:
+        page = establishment_report.build(conn, region, LIVE["finess"], 0, START, END)
+    items = [" ".join(li.text_content().split())
+             for li in lxml_html.document_fromstring(page.html).xpath("//ol[@class='priorites']/li")]
+    kinds = [item["kind"] for item in page.context["priorities"]]
+    assert len(items) == len(kinds) and "code" in kinds, (kinds, items)
+    code = page.context["priorities"][kinds.index("code")]["code"]
+    assert f"Valeur « {code.value} » du champ {code.field} refusée pour {code.visits} passage" in items[kinds.index("code")]
+    for kind, item in zip(kinds, items, strict=True):
+        assert item and "{" not in item and "VALUE_NOT_IN_SET" not in item, (kind, item)
+        if kind == "files":
+            assert re.match(r"\d+ fichier\(s\) (refusé\(s\)|retenu\(s\) par le concentrateur)", item), item

@@ -227,34 +227,19 @@ def _refused_codes(conn, finess: str, ordre: int, start: date, end: date) -> lis
 
 
 def _priorities(days: list[DayLine], files: list[FileLine], fields: list[FieldLine], codes: list[CodeLine],
-                overall: timeliness.Timeliness | None) -> list[str]:
-    """What to fix first, most important first (French sentences)."""
-    out = []
-    for line in files:
-        if line.status in ("rejected", "held"):
-            what = "refusé(s)" if line.status == "rejected" else "retenu(s) par le concentrateur"
-            text = f"{line.files} fichier(s) {what}"
-            if line.rule in RULES:
-                text += f" : {RULES[line.rule].title} {line.fix}"
-            elif line.reason:
-                text += f" : {line.reason}"
-            out.append(text)
+                overall: timeliness.Timeliness | None) -> list[dict]:
+    """What to fix first, most important first: each item a ``kind`` and its figures, worded by
+    ``include/templates/establishment_priority.html.j2``."""
+    out: list[dict] = [{"kind": "files", "line": line, "rule": RULES.get(line.rule)}
+                       for line in files if line.status in ("rejected", "held")]
     silent = [d for d in days if d.visits == 0 and not d.before_first]
     if silent:
-        out.append(f"{len(silent)} jour(s) sans aucun passage reçu (le premier le {silent[0].day:%d/%m/%Y}) : "
-                   "vérifiez que l'export part chaque nuit avant 04:00 et qu'il couvre les 7 derniers jours.")
+        out.append({"kind": "silent", "days": len(silent), "first": silent[0].day})
     weak = sorted((f for f in fields if f.below_target), key=lambda f: f.exploitabilite)
-    for f in weak[:3]:
-        region = (f", médiane régionale {f.region_exploitabilite * 100:.0f} %".replace(".", ",")
-                  if f.region_exploitabilite is not None else "")
-        out.append(f"Champ {f.field} : exploitable dans {f.exploitabilite * 100:.1f} % des passages".replace(".", ",")
-                   + f" (objectif 80 %{region}).")
-    for code in codes[:2]:
-        out.append(f"Valeur « {code.value} » du champ {code.field} refusée pour {code.visits} passage(s) : "
-                   f"{code.title} {code.fix}")
+    out += [{"kind": "field", "field": f} for f in weak[:3]]
+    out += [{"kind": "code", "code": code} for code in codes[:2]]
     if overall is not None and overall.arrival_24h is not None and overall.arrival_24h < quality.TARGET:
-        out.append(f"Seuls {overall.arrival_24h * 100:.0f} % des passages nous parviennent dans les 24 h suivant "
-                   "leur sortie : programmez un envoi chaque nuit, avant 04:00.")
+        out.append({"kind": "late", "share": overall.arrival_24h})
     return out
 
 
