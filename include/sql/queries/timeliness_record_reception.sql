@@ -1,3 +1,4 @@
+-- (For days never recorded, store/timeliness.py runs this statement without its conflict clause.)
 -- The visits a file just supplied (rpu rows of received_file_id = file_id): a visit seen for the
 -- first time gets this file as its first reception; one already known keeps its first reception
 -- and gets its latest exit time (SORTIE, else ENTREE). A visit is recognised across files by

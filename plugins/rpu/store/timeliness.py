@@ -65,6 +65,14 @@ def _record(conn: psycopg.Connection, file_id: int | None, received_at, finess: 
     ``file_id`` recorded, those no longer held forgotten (``file_id`` None: no file supplies them)."""
     bounds = {"file_id": file_id, "received_at": received_at, "finess": finess, "ordre": ordre, "start": start,
               "end": end}
+    if not conn.execute(query("timeliness_days_known"), bounds).fetchone()[0]:
+        # Days never recorded (a first file, a backfill): no row to meet nor to forget, and a
+        # plain insert costs a third less than a speculative one. Loads of an establishment are
+        # serialised (the loader's advisory lock), so no other load can record these days meanwhile.
+        if file_id is not None:
+            reception = query("timeliness_record_reception")
+            conn.execute(reception[:reception.index("ON CONFLICT")], bounds)
+        return
     if file_id is not None:
         conn.execute(query("timeliness_record_reception"), bounds)
     conn.execute(query("timeliness_forget_gone"), bounds)
