@@ -4,6 +4,7 @@ demo (where it also writes each message as an ``.eml`` file the operator reads).
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 import time
 import uuid
@@ -74,10 +75,12 @@ class SmtpSink:
         port: int = 0,
         host: str = LOOPBACK,
         from_email: str = "concentrateur@localhost",
+        tls_context: ssl.SSLContext | None = None,
     ):
         self.host = host
         self.port = port
         self.from_email = from_email
+        self.tls_context = tls_context  # SMTPS (TLS from the first byte), as a relay on port 465
         self.mailbox_dir = Path(mailbox_dir) if mailbox_dir is not None else None
         if self.mailbox_dir is not None:
             self.mailbox_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +108,7 @@ class SmtpSink:
             # on a machine whose DNS does not answer.
             server_hostname="localhost",
             enable_SMTPUTF8=True,
+            ssl_context=self.tls_context,
         )
         controller.start()
         self._controller = controller
@@ -143,7 +147,7 @@ class SmtpSink:
                 self._changed.wait(remaining)
 
     def airflow_connection(self) -> dict[str, Any]:
-        """JSON form of the ``smtp_default`` connection: plain SMTP (the hook reads
+        """JSON form of the ``smtp_default`` connection: plain SMTP, or SMTPS with a TLS context (the hook reads
         ``disable_ssl`` / ``disable_tls`` as booleans) and the sender address in
         ``from_email``, which the hook and ``SmtpNotifier`` use when none is given."""
         if not self.port:
@@ -152,7 +156,7 @@ class SmtpSink:
             "conn_type": "smtp",
             "host": self.host,
             "port": self.port,
-            "extra": {"disable_ssl": True, "disable_tls": True, "from_email": self.from_email},
+            "extra": {"disable_ssl": self.tls_context is None, "disable_tls": True, "from_email": self.from_email},
         }
 
     def _receive(self, mail_from: str, rcpt_tos: list[str], raw: bytes) -> None:
