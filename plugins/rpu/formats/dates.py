@@ -23,23 +23,25 @@ def parse_datetime(text: str) -> datetime:
     # their day (a few hundred per file) and their time of day (1,440 minutes) repeat. A text
     # whose two halves were each seen in a value already read (whitespace already normalised)
     # is the same datetime as the full parse would give; anything else takes the full parse.
-    day = _DAYS.get(text[:10])
+    day = SEEN_DAYS.get(text[:10])
     if day is not None:
-        clock = _CLOCKS.get(text[10:])
+        clock = SEEN_CLOCKS.get(text[10:])
         if clock is not None:
             return datetime.combine(day, clock)
     value = _parse_datetime(text)
-    if len(text) in (16, 19) and len(_DAYS) < _HALVES_KEPT and len(_CLOCKS) < _HALVES_KEPT \
+    if len(text) in (16, 19) and len(SEEN_DAYS) < HALVES_KEPT and len(SEEN_CLOCKS) < HALVES_KEPT \
             and text == " ".join(text.split()):
-        _DAYS[text[:10]] = value.date()
-        _CLOCKS[text[10:]] = value.time()
+        SEEN_DAYS[text[:10]] = value.date()
+        SEEN_CLOCKS[text[10:]] = value.time()
     return value
 
 
-_DAYS: dict[str, date] = {}
-_CLOCKS: dict[str, time] = {}
-_HALVES_KEPT = 1 << 14
-_combine = datetime.combine  # bounded: a hostile file of distinct odd spellings cannot grow them
+# The halves already read (the visit checks look them up inline too). Bounded: a hostile file
+# of distinct odd spellings cannot grow them.
+SEEN_DAYS: dict[str, date] = {}
+SEEN_CLOCKS: dict[str, time] = {}
+HALVES_KEPT = 1 << 14
+combine = datetime.combine  # one global look-up instead of an attribute look-up per visit
 
 
 def _parse_datetime(text: str) -> datetime:

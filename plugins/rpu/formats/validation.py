@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from rpu.formats import finess as finess_rules
-from rpu.formats.dates import _CLOCKS, _DAYS, _combine, age_in_years, parse_date, parse_datetime
+from rpu.formats.dates import SEEN_CLOCKS, SEEN_DAYS, age_in_years, combine, parse_date, parse_datetime
 from rpu.formats.model import Header, Visit
 from rpu.formats.nomenclature import (
     CCAM_FORMAT,
@@ -241,9 +241,9 @@ class _VisitChecker:
             self._reject(raw, "ENTREE_MISSING", None)
             return None
         # parse_datetime's usual case inline: a day and a time of day already seen.
-        entree_day, clock = _DAYS.get(entree_text[:10]), _CLOCKS.get(entree_text[10:])
+        entree_day, clock = SEEN_DAYS.get(entree_text[:10]), SEEN_CLOCKS.get(entree_text[10:])
         if entree_day is not None and clock is not None:
-            entree = _combine(entree_day, clock)
+            entree = combine(entree_day, clock)
         else:
             try:
                 entree = parse_datetime(entree_text)
@@ -322,9 +322,9 @@ class _VisitChecker:
 
         sortie = None
         if sortie_text is not None and (sortie_text := sortie_text.strip()):
-            sortie_day, clock = _DAYS.get(sortie_text[:10]), _CLOCKS.get(sortie_text[10:])
+            sortie_day, clock = SEEN_DAYS.get(sortie_text[:10]), SEEN_CLOCKS.get(sortie_text[10:])
             try:
-                sortie = _combine(sortie_day, clock) if sortie_day is not None and clock is not None \
+                sortie = combine(sortie_day, clock) if sortie_day is not None and clock is not None \
                     else parse_datetime(sortie_text)
             except ValueError:
                 flag("DATE_INVALID", "SORTIE", sortie_text)
