@@ -8,16 +8,18 @@
 -- and SEXE, rank among identical ones); each day is held by one file, so the rank ordered by
 -- file then record is the rank within the file that holds it.
 
+-- The visits held, with their key: computed once for the three steps below.
+CREATE TEMP TABLE held ON COMMIT DROP AS
+SELECT r.finess, r.ordre, r.entree,
+       hashtextextended(concat_ws('|', coalesce(r.naissance::text, ''), coalesce(r.sexe, '')), 0) AS person,
+       row_number() OVER (PARTITION BY r.finess, r.ordre, r.entree, r.naissance, r.sexe
+                          ORDER BY r.received_file_id, r.record_no) AS rank,
+       coalesce(r.sortie, r.entree) AS exit_at,
+       r.received_file_id
+FROM rpu r;
+ANALYZE held;
+
 -- 1. Rows of a visit still held: pointing at the file that holds it now, with its exit time.
-WITH held AS (
-    SELECT r.finess, r.ordre, r.entree,
-           hashtextextended(concat_ws('|', coalesce(r.naissance::text, ''), coalesce(r.sexe, '')), 0) AS person,
-           row_number() OVER (PARTITION BY r.finess, r.ordre, r.entree, r.naissance, r.sexe
-                              ORDER BY r.received_file_id, r.record_no) AS rank,
-           coalesce(r.sortie, r.entree) AS exit_at,
-           r.received_file_id
-    FROM rpu r
-)
 UPDATE visit_timeliness t
 SET last_file_id = h.received_file_id,
     exit_at = h.exit_at
@@ -26,28 +28,13 @@ WHERE (t.finess, t.ordre, t.entree, t.person, t.rank) = (h.finess, h.ordre, h.en
   AND (t.last_file_id, t.exit_at) IS DISTINCT FROM (h.received_file_id, h.exit_at);
 
 -- 2. Rows of a visit no longer held: gone.
-WITH held AS (
-    SELECT r.finess, r.ordre, r.entree,
-           hashtextextended(concat_ws('|', coalesce(r.naissance::text, ''), coalesce(r.sexe, '')), 0) AS person,
-           row_number() OVER (PARTITION BY r.finess, r.ordre, r.entree, r.naissance, r.sexe
-                              ORDER BY r.received_file_id, r.record_no) AS rank
-    FROM rpu r
-)
 DELETE FROM visit_timeliness t
 WHERE NOT EXISTS (SELECT 1 FROM held h
                   WHERE (h.finess, h.ordre, h.entree, h.person, h.rank) = (t.finess, t.ordre, t.entree, t.person, t.rank));
 
 -- 3. Visits held without a row (restored by a revocation): first received with the file that
 -- holds them (the best known, as in 007), delivered by the first invs send built after it.
-WITH held AS (
-    SELECT r.finess, r.ordre, r.entree,
-           hashtextextended(concat_ws('|', coalesce(r.naissance::text, ''), coalesce(r.sexe, '')), 0) AS person,
-           row_number() OVER (PARTITION BY r.finess, r.ordre, r.entree, r.naissance, r.sexe
-                              ORDER BY r.received_file_id, r.record_no) AS rank,
-           coalesce(r.sortie, r.entree) AS exit_at,
-           r.received_file_id
-    FROM rpu r
-), missing AS (
+WITH missing AS (
     SELECT h.* FROM held h
     WHERE NOT EXISTS (SELECT 1 FROM visit_timeliness t
                       WHERE (t.finess, t.ordre, t.entree, t.person, t.rank) = (h.finess, h.ordre, h.entree, h.person, h.rank))
