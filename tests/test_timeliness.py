@@ -137,18 +137,25 @@ def test_known_delays_from_exit_to_reception_then_to_santé_publique_france(conn
     assert all(line[0] in (LIVE["finess"], PARALLEL["finess"]) for line in lines[1:])
 
 
+def _migrated_before(conn, version: int) -> None:
+    """The schema as a database had it before migration ``version`` (journaled as rpu db migrate does)."""
+    from rpu.store import db as store
+
+    conn.execute("CREATE TABLE schema_migration (version integer PRIMARY KEY, name text NOT NULL,"
+                 " checksum char(64) NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+    for migration in (m for m in store.known_migrations() if m.version < version):
+        conn.execute(migration.sql)
+        conn.execute("INSERT INTO schema_migration (version, name, checksum) VALUES (%s, %s, %s)",
+                     (migration.version, migration.name, migration.checksum))
+
+
 def test_migration_backfills_the_visits_already_held(fresh_database_url):
     """A database loaded before the timeliness table existed gets one row per visit held, first
     received with the file that holds it now."""
     from rpu.store import db as store
 
     with psycopg.connect(fresh_database_url(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE schema_migration (version integer PRIMARY KEY, name text NOT NULL,"
-                     " checksum char(64) NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-        for migration in (m for m in store.known_migrations() if m.version < 7):
-            conn.execute(migration.sql)
-            conn.execute("INSERT INTO schema_migration (version, name, checksum) VALUES (%s, %s, %s)",
-                         (migration.version, migration.name, migration.checksum))
+        _migrated_before(conn, 7)
         file_id = conn.execute(
             "INSERT INTO received_file (file_name, sha256, size_bytes, finess, ordre, status, received_at)"
             " VALUES ('old.xml', repeat('0', 64), 1, %s, 0, 'loaded', '2026-03-08 03:00+01') RETURNING id",
@@ -224,12 +231,7 @@ def test_migration_010_repairs_what_past_revocations_left(fresh_database_url, tm
     from rpu.store import db as store
 
     with psycopg.connect(fresh_database_url(), autocommit=True) as conn:
-        conn.execute("CREATE TABLE schema_migration (version integer PRIMARY KEY, name text NOT NULL,"
-                     " checksum char(64) NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
-        for migration in (m for m in store.known_migrations() if m.version < 10):
-            conn.execute(migration.sql)
-            conn.execute("INSERT INTO schema_migration (version, name, checksum) VALUES (%s, %s, %s)",
-                         (migration.version, migration.name, migration.checksum))
+        _migrated_before(conn, 10)
         a, _b = _revoked_sequence(conn, tmp_path, as_before_010=True)
         # B's 2 visits still counted, A's restored visit missing, the visit in common still on B.
         assert timeliness_drift(conn) == (2, 1, 1)
