@@ -15,6 +15,8 @@ from pathlib import Path
 
 import jinja2
 
+from rpu.flows.days import WEEKDAYS
+
 TEMPLATE_DIR = Path(os.environ.get("RPU_TEMPLATE_DIR", Path(__file__).resolve().parents[3] / "include" / "templates"))
 
 
@@ -43,7 +45,7 @@ def fr_hours(hours) -> str:
 
 
 def weekday_fr(day: date) -> str:
-    return ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")[day.weekday()]
+    return WEEKDAYS[day.weekday()]
 
 
 def _autoescape(name: str | None) -> bool:
