@@ -223,6 +223,36 @@ def test_any_value_received_is_stored_intact(conn, tmp_path):
     assert row[4] == ["FORMAT_INVALID"]
 
 
+def test_odd_values_among_hundreds_of_visits_are_stored_intact(conn, tmp_path):
+    """Visits are copied by batches of rows: a batch holding one odd value is escaped row by
+    row, and every other row of it, and of the batches around it, arrives unchanged."""
+    odd = {7: "A\\B", 260: "tab\there", 261: "cr\rlf", 400: 'quote " and {braces}'}
+
+    def patient(number: int) -> str:
+        motif, da = (odd.get(number, default).replace("\r", "&#13;") for default in (f"MOTIF{number}", "J069"))
+        return (f"<PATIENT><COMMUNE>VILLE {number}</COMMUNE><ENTREE>{1 + number % 7:02d}/11/2026 "
+                f"{number % 24:02d}:{number % 60:02d}</ENTREE><MOTIF>{motif}</MOTIF>"
+                f"<LISTE_DA><DA>{da}</DA></LISTE_DA></PATIENT>")
+
+    path = tmp_path / "many.xml"
+    path.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><OSCOUR><ETABLISSEMENT><FINESS>670780691</FINESS><ORDRE>0</ORDRE>'
+        "<EXTRACT>08/11/2026 02:30:00</EXTRACT><DATEDEBUT>01/11/2026</DATEDEBUT><DATEFIN>07/11/2026</DATEFIN>"
+        "</ETABLISSEMENT><PASSAGES>" + "".join(patient(n) for n in range(1, 601)) + "</PASSAGES></OSCOUR>",
+        encoding="utf-8")
+    assert load_file(conn, path).status == "loaded"
+    rows = {record_no: (commune, motif, da, entree) for record_no, commune, motif, da, entree in conn.execute(
+        "SELECT record_no, commune, motif, da, entree FROM rpu")}
+    assert len(rows) == 600
+    for number in range(1, 601):
+        commune, motif, da, entree = rows[number]
+        assert commune == f"VILLE {number}"
+        # MOTIF is free text, its runs of whitespace made one space; DA is a code, upper case.
+        assert motif == " ".join(odd.get(number, f"MOTIF{number}").split())
+        assert da == [odd.get(number, "J069").strip().upper()]
+        assert entree == datetime(2026, 11, 1 + number % 7, number % 24, number % 60)
+
+
 def test_visits_outside_the_period_are_never_counted_twice(conn, tmp_path):
     """A visit dated before DATEDEBUT (a producer selecting by exit time) comes back every night."""
     def night(name, start, end, extract_day, **kwargs):

@@ -63,6 +63,8 @@ _CIM10_SEEN: set[str] = set()
 _CCAM_SEEN: set[str] = set()
 _COMMUNES: dict[str, str] = {}  # COMMUNE as received → as kept
 _MOTIFS: dict[str, str] = {}
+_BIRTHS: dict[str, date] = {}  # NAISSANCE as received (stripped) → the date
+_BIRTHS_KEPT = 1 << 16  # a century of birth dates
 _SEEN_KEPT = 1 << 14
 _LONGEST_KEPT = 120  # characters: a commune or a motif; a longer text is never remembered
 
@@ -307,12 +309,17 @@ class _VisitChecker:
 
         day = entree.date()
         birth = None
-        if naissance is not None and (naissance := naissance.strip()):
-            try:
-                birth = parse_date(naissance)
-            except ValueError:
-                flag("DATE_INVALID", "NAISSANCE", naissance)
-            else:
+        if naissance is not None:
+            birth = _BIRTHS.get(naissance)  # a birth date already read, spelt exactly so
+            if birth is None and (naissance := naissance.strip()):
+                try:
+                    birth = parse_date(naissance)
+                except ValueError:
+                    flag("DATE_INVALID", "NAISSANCE", naissance)
+                else:
+                    if len(_BIRTHS) < _BIRTHS_KEPT:
+                        _BIRTHS[naissance] = birth
+            if birth is not None:
                 age = day.year - birth.year  # age_in_years, inline; 1 to 120 years apart is in range
                 if not 0 < age <= 120:
                     if (day.month, day.day) < (birth.month, birth.day):

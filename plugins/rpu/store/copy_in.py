@@ -5,6 +5,7 @@ values one by one through psycopg costs as much as reading the file)."""
 from __future__ import annotations
 
 import json
+from datetime import date, datetime, time
 
 from rpu.formats.model import Visit
 from rpu.formats.rules import FILE, RULES, Finding
@@ -25,40 +26,34 @@ def copy_visits(conn, path, name, file_id, findings_spool, received_at=None, dea
     """Stream the file's kept visits into ``rpu`` with COPY while it is read; the findings go
     to a spool file (a COPY is under way on the connection) and are copied afterwards."""
     with conn.cursor() as cursor, cursor.copy(_COPY_RPU) as copy:
-        # Lines go to the connection a few hundred at a time: every copy.write() is a round
-        # through psycopg and libpq, which cost more per visit than joining its line.
-        lines: list[str] = []
+        # Rows go to the connection a few hundred at a time: every copy.write() is a round
+        # through psycopg and libpq, which cost more per visit than building its row.
+        rows: list[tuple[str, ...]] = []
         file_cell = str(file_id)
         header_cells = None
 
         def on_visit(visit: Visit, header) -> None:
-            # One line of COPY's text format per visit, joined here: adapting a tuple of 24
-            # values one by one (write_row) cost as much as validating the visit. A missing
-            # value is an empty cell (the COPY's NULL): no text value of a visit is ever empty.
+            # One row of COPY's text format per visit, as a tuple of cells joined by batch:
+            # adapting 24 values one by one (write_row) cost as much as validating the visit. A
+            # missing value is an empty cell (the COPY's NULL): no text value of a visit is empty.
             nonlocal header_cells
             if header_cells is None:
                 header_cells = ("" if header.finess is None else header.finess,
                                 "" if header.ordre is None else str(header.ordre))
             sortie, naissance, extensions = visit.sortie, visit.naissance, visit.extensions
             da, actes, flags = visit.da, visit.actes, visit.flags
-            cells = (
+            rows.append((
                 file_cell, str(visit.position), *header_cells, visit.cp or "", visit.commune or "",
-                "" if naissance is None else str(naissance), visit.sexe or "", str(visit.entree),
-                visit.mode_entree or "", visit.provenance or "", visit.transport or "",
+                "" if naissance is None else _DAY_TEXT.get(naissance) or _day_text(naissance), visit.sexe or "",
+                _timestamp(visit.entree), visit.mode_entree or "", visit.provenance or "", visit.transport or "",
                 visit.transport_pec or "", visit.motif or "", visit.gravite or "", visit.dp or "",
-                _array(da) if da else "{}", _array(actes) if actes else "{}", "" if sortie is None else str(sortie),
-                visit.mode_sortie or "", visit.destination or "", visit.orient or "",
-                json.dumps(extensions) if extensions else "", _array(flags) if flags else "{}",
-            )
-            line = "\t".join(cells)
-            # Values are received text: the rare line holding a character that COPY escapes is
-            # joined again with each cell escaped.
-            if line.count("\t") != _TABS or "\\" in line or "\n" in line or "\r" in line:
-                line = "\t".join(cell.translate(_ESCAPES) for cell in cells)
-            lines.append(line)
-            if len(lines) >= _LINES_PER_WRITE:
-                copy.write(("\n".join(lines) + "\n").encode())
-                lines.clear()
+                _array(da) if da else "{}", _array(actes) if actes else "{}",
+                "" if sortie is None else _timestamp(sortie), visit.mode_sortie or "", visit.destination or "",
+                visit.orient or "", json.dumps(extensions) if extensions else "", _array(flags) if flags else "{}",
+            ))
+            if len(rows) >= _ROWS_PER_WRITE:
+                copy.write(_copy_text(rows))
+                rows.clear()
 
         def on_finding(finding: Finding) -> None:
             if finding.level != FILE:
@@ -66,13 +61,54 @@ def copy_visits(conn, path, name, file_id, findings_spool, received_at=None, dea
 
         report = inspect_file(path, name, on_visit=on_visit, on_finding=on_finding, received_at=received_at,
                               deadline=deadline)
-        if lines:
-            copy.write(("\n".join(lines) + "\n").encode())
+        if rows:
+            copy.write(_copy_text(rows))
         return report
 
 
 _TABS = len(RPU_COLUMNS) - 1
-_LINES_PER_WRITE = 256  # about 64 KiB
+_ROWS_PER_WRITE = 256  # about 64 KiB
+
+
+def _copy_text(rows: list[tuple[str, ...]]) -> bytes:
+    """Rows as COPY text lines. Values are received text: a batch whose tabs and line ends are
+    exactly the separators, and that holds no backslash nor carriage return, goes as joined
+    (four scans of the batch in C); otherwise each row is checked and the odd one escaped."""
+    text = "\n".join(map("\t".join, rows)) + "\n"
+    if text.count("\t") != _TABS * len(rows) or text.count("\n") != len(rows) or "\\" in text or "\r" in text:
+        text = "".join(_escaped_line(cells) for cells in rows)
+    return text.encode()
+
+
+def _escaped_line(cells: tuple[str, ...]) -> str:
+    line = "\t".join(cells)
+    if line.count("\t") != _TABS or "\\" in line or "\n" in line or "\r" in line:
+        line = "\t".join(cell.translate(_ESCAPES) for cell in cells)
+    return line + "\n"
+
+
+# Days and times of day as COPY text, remembered: str() of a datetime costs as much as checking
+# a code, and a file's days and times of day repeat (bounded: 1,440 minutes, a few years of days).
+_DAY_TEXT: dict[date, str] = {}
+_CLOCK_TEXT: dict[time, str] = {}
+_TEXTS_KEPT = 1 << 16
+
+
+def _day_text(day: date) -> str:
+    text = day.isoformat()
+    if len(_DAY_TEXT) < _TEXTS_KEPT:
+        _DAY_TEXT[day] = text
+    return text
+
+
+def _timestamp(value: datetime) -> str:
+    day, clock = value.date(), value.time()
+    text = _CLOCK_TEXT.get(clock)
+    if text is None:
+        text = " " + clock.isoformat()
+        if len(_CLOCK_TEXT) < _TEXTS_KEPT:
+            _CLOCK_TEXT[clock] = text
+    return (_DAY_TEXT.get(day) or _day_text(day)) + text
 
 
 def _array(items: list[str]) -> str:
