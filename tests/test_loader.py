@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -12,7 +13,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from rpu.formats.model import Visit
+from rpu.formats.validation import inspect_file
+from rpu.sandbox.defects import RECORD_DEFECTS
 from rpu.sandbox.generator import demo_establishments, write_oscour_file
 from rpu.store import db as store
 from rpu.store.loader import load_file
@@ -251,6 +256,28 @@ def test_odd_values_among_hundreds_of_visits_are_stored_intact(conn, tmp_path):
         assert motif == " ".join(odd.get(number, f"MOTIF{number}").split())
         assert da == [odd.get(number, "J069").strip().upper()]
         assert entree == datetime(2026, 11, 1 + number % 7, number % 24, number % 60)
+
+
+def test_the_rows_loaded_are_the_visits_validated_field_by_field(conn, tmp_path):
+    """The loader copies each kept visit's fields without building a Visit: every column of
+    every row equals the field of the Visit that validation gives for the same PATIENT."""
+    path = tmp_path / "night.xml"
+    write_oscour_file(path, FINESS, 0, date(2026, 11, 1), date(2026, 11, 7), visits_per_day=60,
+                      extract=datetime(2026, 11, 8, 3), seed=5, defects=RECORD_DEFECTS)
+    visits = []
+    inspect_file(path, on_visit=lambda visit, header: visits.append(visit))
+    assert load_file(conn, path).status == "loaded"
+    names = [f.name for f in dataclasses.fields(Visit)]
+    columns = ["record_no" if name == "position" else name for name in names]
+    select = sql.SQL("SELECT {} FROM rpu").format(sql.SQL(", ").join(map(sql.Identifier, columns)))
+    loaded = {row[0]: row for row in conn.execute(select)}
+    assert len(loaded) == len(visits) > 300
+    assert any(visit.flags for visit in visits) and any(visit.da for visit in visits)
+    for visit in visits:
+        # No extension is stored as NULL.
+        expected = tuple(None if name == "extensions" and not visit.extensions else getattr(visit, name)
+                         for name in names)
+        assert loaded[visit.position] == expected, visit.position
 
 
 def test_visits_outside_the_period_are_never_counted_twice(conn, tmp_path):

@@ -5,9 +5,9 @@ values one by one through psycopg costs as much as reading the file)."""
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, time
+from datetime import date, time
 
-from rpu.formats.model import Visit
+from rpu.formats.model import Header
 from rpu.formats.rules import FILE, RULES, Finding
 from rpu.formats.validation import FileReport, inspect_file
 
@@ -30,36 +30,41 @@ def copy_visits(conn, path, name, file_id, findings_spool, received_at=None, dea
         # through psycopg and libpq, which cost more per visit than building its row.
         rows: list[tuple[str, ...]] = []
         file_cell = str(file_id)
-        header_cells = None
 
-        def on_visit(visit: Visit, header) -> None:
-            # One row of COPY's text format per visit, as a tuple of cells joined by batch:
-            # adapting 24 values one by one (write_row) cost as much as validating the visit. A
-            # missing value is an empty cell (the COPY's NULL): no text value of a visit is empty.
-            nonlocal header_cells
-            if header_cells is None:
-                header_cells = ("" if header.finess is None else header.finess,
-                                "" if header.ordre is None else str(header.ordre))
-            sortie, naissance, extensions = visit.sortie, visit.naissance, visit.extensions
-            da, actes, flags = visit.da, visit.actes, visit.flags
-            rows.append((
-                file_cell, str(visit.position), *header_cells, visit.cp or "", visit.commune or "",
-                "" if naissance is None else _DAY_TEXT.get(naissance) or _day_text(naissance), visit.sexe or "",
-                _timestamp(visit.entree), visit.mode_entree or "", visit.provenance or "", visit.transport or "",
-                visit.transport_pec or "", visit.motif or "", visit.gravite or "", visit.dp or "",
-                _array(da) if da else "{}", _array(actes) if actes else "{}",
-                "" if sortie is None else _timestamp(sortie), visit.mode_sortie or "", visit.destination or "",
-                visit.orient or "", json.dumps(extensions) if extensions else "", _array(flags) if flags else "{}",
-            ))
-            if len(rows) >= _ROWS_PER_WRITE:
-                copy.write(_copy_text(rows))
-                rows.clear()
+        def row_sink(header: Header):
+            header_cells = ("" if header.finess is None else header.finess,
+                            "" if header.ordre is None else str(header.ordre))
+
+            def add_row(position, entree, cp, commune, naissance, sexe, mode_entree, provenance, transport,
+                        transport_pec, motif, gravite, dp, da, actes, sortie, mode_sortie, destination, orient,
+                        extensions, flags) -> None:
+                # One row of COPY's text format per visit, a tuple of cells joined by batch:
+                # adapting 24 values one by one (write_row) cost as much as validating the visit.
+                # A missing value is an empty cell (the COPY's NULL): no text value is ever empty.
+                day, clock = entree.date(), entree.time()
+                entree = (_DAY_TEXT.get(day) or _day_text(day)) + (_CLOCK_TEXT.get(clock) or _clock_text(clock))
+                if sortie is not None:
+                    day, clock = sortie.date(), sortie.time()
+                    sortie = (_DAY_TEXT.get(day) or _day_text(day)) + (_CLOCK_TEXT.get(clock) or _clock_text(clock))
+                rows.append((
+                    file_cell, str(position), *header_cells, cp or "", commune or "",
+                    "" if naissance is None else _DAY_TEXT.get(naissance) or _day_text(naissance), sexe or "",
+                    entree, mode_entree or "", provenance or "", transport or "", transport_pec or "", motif or "",
+                    gravite or "", dp or "", _array(da) if da else "{}", _array(actes) if actes else "{}",
+                    sortie or "", mode_sortie or "", destination or "", orient or "",
+                    json.dumps(extensions) if extensions else "", _array(flags) if flags else "{}",
+                ))
+                if len(rows) >= _ROWS_PER_WRITE:
+                    copy.write(_copy_text(rows))
+                    rows.clear()
+
+            return add_row
 
         def on_finding(finding: Finding) -> None:
             if finding.level != FILE:
                 findings_spool.write(_copy_line(_finding_row(file_id, finding)))
 
-        report = inspect_file(path, name, on_visit=on_visit, on_finding=on_finding, received_at=received_at,
+        report = inspect_file(path, name, row_sink=row_sink, on_finding=on_finding, received_at=received_at,
                               deadline=deadline)
         if rows:
             copy.write(_copy_text(rows))
@@ -101,14 +106,11 @@ def _day_text(day: date) -> str:
     return text
 
 
-def _timestamp(value: datetime) -> str:
-    day, clock = value.date(), value.time()
-    text = _CLOCK_TEXT.get(clock)
-    if text is None:
-        text = " " + clock.isoformat()
-        if len(_CLOCK_TEXT) < _TEXTS_KEPT:
-            _CLOCK_TEXT[clock] = text
-    return (_DAY_TEXT.get(day) or _day_text(day)) + text
+def _clock_text(clock: time) -> str:
+    text = " " + clock.isoformat()
+    if len(_CLOCK_TEXT) < _TEXTS_KEPT:
+        _CLOCK_TEXT[clock] = text
+    return text
 
 
 def _array(items: list[str]) -> str:
