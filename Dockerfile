@@ -14,11 +14,19 @@ RUN grep -qx "apache-airflow==${AIRFLOW_VERSION}" /opt/rpu/requirements.txt \
 # The code. plugins/ is on Airflow's sys.path and plugins/.airflowignore keeps the plugin
 # manager out of rpu/; the editable install also gives the `rpu` command (rpu region check,
 # rpu establishments sync ...) and keeps include/sql at the place rpu.store.db looks for it.
-COPY --chown=airflow:0 pyproject.toml /opt/airflow/pyproject.toml
+# setup.py compiles the PATIENT reader (plugins/rpu/formats/patient_reader.pyx, Cython over
+# lxml's C API), hence a C compiler in the image (the way Airflow's image docs add one). Without
+# the compiled reader the Python one reads every file (same results, slower): the build fails
+# instead, so that an image never runs without it unnoticed.
+COPY --chown=airflow:0 pyproject.toml setup.py /opt/airflow/
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
-RUN pip install --no-cache-dir --no-deps -e /opt/airflow
+USER root
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+USER airflow
+RUN pip install --no-cache-dir --no-deps -e /opt/airflow \
+ && python -c "from rpu.formats.oscour import COMPILED_READER; assert COMPILED_READER, 'lecteur compilé absent'"
 
 # Mount points: the region directory (read-only) and the exports volume, group 0 writable as
 # the image expects for any AIRFLOW_UID.

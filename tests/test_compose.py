@@ -194,9 +194,11 @@ def test_dockerfile_builds_on_the_pinned_airflow(services):
     dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
     assert "ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11" in dockerfile
     assert "apache-airflow==3.3.2" in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines()
-    for source in ("requirements.txt", "pyproject.toml", "include/", "plugins/", "dags/"):
+    for source in ("requirements.txt", "pyproject.toml", "setup.py", "include/", "plugins/", "dags/"):
         assert re.search(rf"^COPY .*\b{re.escape(source)} ", dockerfile, re.MULTILINE), source
     assert "pip install --no-cache-dir --no-deps -e /opt/airflow" in dockerfile
+    # The compiled PATIENT reader is built in the image, and the build checks that it is used.
+    assert "gcc" in dockerfile and "assert COMPILED_READER" in dockerfile
 
 
 def test_the_production_image_has_no_test_tools():

@@ -393,3 +393,13 @@ def test_init_writes_nothing_when_the_region_file_would_not_load(tmp_path, capsy
                        "--operator-email", "pas-une-adresse")
     assert code == 2 and "adresse invalide 'pas-une-adresse'" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_region_check_says_whether_files_are_read_by_the_compiled_reader(monkeypatch):
+    from rpu.cli import region_check
+    from rpu.formats import oscour
+
+    assert region_check._reader_check().ok  # make install builds it
+    monkeypatch.setattr(oscour, "COMPILED_READER", False)
+    missing = region_check._reader_check()
+    assert not missing.ok and "compilateur C" in missing.detail

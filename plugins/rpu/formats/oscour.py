@@ -67,17 +67,27 @@ def _text(element) -> str:
 
 def _read_record(element, position: int) -> RawRecord:
     # The hot loop of every load. Nearly every PATIENT has the national children in the
-    # national order: one comparison of its tags tells, and its texts are then read by position
-    # (lxml's C iteration, no dict). Anything else takes the general path below.
+    # national order: read by position, in C by the compiled reader (patient_reader.pyx) when
+    # it is built, else by the Python one below. Anything else takes the general path.
+    national = _read_national(element)
+    if national is None:
+        return _read_any_record(element, position)
+    values, da, actes = national
+    return RawRecord(position, values, da, actes)
+
+
+def _read_national_in_python(element) -> tuple[list, list[str], list[str]] | None:
+    """What the compiled reader's read_national gives: ``(values, da, actes)`` when the
+    children are the national ones in the national order, else None. One comparison of the
+    tags tells; the texts are then read by position (lxml's C iteration, no dict)."""
     children = element[:]
-    if list(map(_TAG, children)) == _NATIONAL_TAGS:
-        texts = list(map(_TEXT, children))
-        da, actes = children[_DA_AT], children[_ACTES_AT]
-        del texts[_DA_AT:_ACTES_AT + 1]
-        return RawRecord(position, texts,
-                         [item.text or "" for item in da if item.tag == "DA"] if len(da) else [],
-                         [item.text or "" for item in actes if item.tag == "ACTE"] if len(actes) else [])
-    return _read_any_record(element, position)
+    if list(map(_TAG, children)) != _NATIONAL_TAGS:
+        return None
+    texts = list(map(_TEXT, children))
+    da, actes = children[_DA_AT], children[_ACTES_AT]
+    del texts[_DA_AT:_ACTES_AT + 1]
+    return (texts, [item.text or "" for item in da if item.tag == "DA"] if len(da) else [],
+            [item.text or "" for item in actes if item.tag == "ACTE"] if len(actes) else [])
 
 
 def _read_any_record(element, position: int) -> RawRecord:
@@ -140,6 +150,39 @@ SIMPLE_FIELDS = tuple(name for name in _NATIONAL_ORDER if name not in _LIST_FIEL
 _TAG, _TEXT = attrgetter("tag"), attrgetter("text")
 # What may stand directly under the root: the header, PASSAGES, or PATIENT without PASSAGES.
 _AT_ROOT = (HEADER_TAG, "PASSAGES", RECORD_TAG)
+
+
+def _compiled_reader():
+    """The compiled reader's read_national if it is built and reads a sample of every text
+    shape exactly as the Python reader does; else the Python reader."""
+    try:
+        from rpu.formats.patient_reader import NATIONAL_ORDER, read_national
+    except ImportError:
+        return _read_national_in_python
+    sample = etree.fromstring(_SELF_CHECK)
+    if NATIONAL_ORDER == _NATIONAL_ORDER and all(
+            read_national(patient) == _read_national_in_python(patient) for patient in sample):
+        return read_national
+    return _read_national_in_python
+
+
+# PATIENTs of every shape the compiled reader must read as lxml does: empty and absent texts,
+# CDATA, character references, text split by a child, accents; and shapes it must hand back.
+_SIMPLE_AFTER_DA = "<SORTIE>01/01/2026 12:00</SORTIE><MODE_SORTIE>6</MODE_SORTIE><DESTINATION/><ORIENT></ORIENT>"
+_SELF_CHECK = (
+    "<PASSAGES><PATIENT><CP>67000</CP><COMMUNE>SÉLESTAT &amp; <![CDATA[<îles>]]></COMMUNE><NAISSANCE/>"
+    "<SEXE></SEXE><ENTREE>01/01/2026 10:00</ENTREE><MODE_ENTREE>8</MODE_ENTREE><PROVENANCE> </PROVENANCE>"
+    "<TRANSPORT>PERSO<b/>x</TRANSPORT><TRANSPORT_PEC>AUCUN</TRANSPORT_PEC><MOTIF>&#233;&#x9;</MOTIF>"
+    "<GRAVITE>2</GRAVITE><DP>J069</DP><LISTE_DA><DA>R509</DA><X>1</X><DA/><DA>a<![CDATA[b]]></DA></LISTE_DA>"
+    "<LISTE_ACTES><ACTE>DEQP003</ACTE></LISTE_ACTES>" + _SIMPLE_AFTER_DA + "</PATIENT>"
+    "<PATIENT><CP>67000</CP><COMMUNE/><NAISSANCE/><SEXE/><ENTREE/><MODE_ENTREE/><PROVENANCE/><TRANSPORT/>"
+    "<TRANSPORT_PEC/><MOTIF/><GRAVITE/><DP/><LISTE_DA/><LISTE_ACTES/>" + _SIMPLE_AFTER_DA + "</PATIENT>"
+    "<PATIENT><COMMUNE/><CP>67000</CP></PATIENT><PATIENT xmlns:n='urn:x'><n:CP/></PATIENT></PASSAGES>"
+).encode()
+
+
+_read_national = _compiled_reader()
+COMPILED_READER = _read_national is not _read_national_in_python  # rpu region check says when it is not
 
 
 class OscourReader:
