@@ -96,6 +96,9 @@ class LoadResult:
     error: str | None = None  # TECHNICAL_ERROR: the traceback, for the ORU only (never the sender)
     # Visits of this file on days a newer extract (or a file whose period covers them) rules.
     not_applied_records: int = 0
+    # Where the load's time went (seconds): reading, checking and copying the visits ("read"),
+    # planning and applying the days ("days"), the timeliness record ("timeliness").
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def loaded_records(self) -> int:
@@ -266,8 +269,10 @@ def _load(conn, path, name, file_id, extra_findings, guard, decision, received_a
     with tempfile.TemporaryFile() as findings_spool:
         try:
             with conn.transaction():  # a savepoint: the visits go only if the file is applied
+                started = time.perf_counter()
                 report = result.report = copy_visits(conn, path, name, file_id, findings_spool, received_at,
                                                      deadline)
+                result.seconds["read"] = time.perf_counter() - started
                 for finding in extra_findings or ():
                     report.add(finding)
                 if report.rejected:
@@ -277,12 +282,14 @@ def _load(conn, path, name, file_id, extra_findings, guard, decision, received_a
                 # sees every earlier load's days.
                 header = report.header
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{header.finess}/{header.ordre}",))
+                started = time.perf_counter()
                 result.days = _plan_days(conn, report, file_id)
                 if guard is not None and _alarming(result.days, guard):
                     result.status = "held"
                     raise psycopg.Rollback()
                 _apply_days(conn, report, file_id, result)
                 copy_findings(conn, findings_spool)
+                result.seconds["days"] = time.perf_counter() - started
         except (psycopg.OperationalError, psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled):
             raise  # the database is gone or busy: the caller retries, the file stays where it is
         except Exception:  # a file must end with a verdict, never loop on a crash
@@ -295,7 +302,9 @@ def _load(conn, path, name, file_id, extra_findings, guard, decision, received_a
     elif result.status == "held":
         _keep_held(conn, path, file_id, result)
     if result.status == "loaded":
+        started = time.perf_counter()
         record_reception(conn, file_id)  # timeliness: the first file that held each visit
+        result.seconds["timeliness"] = time.perf_counter() - started
     conn.execute(query("close_received_file"), _journal_row(file_id, result.status, report, result))
     if decision is not None:
         conn.execute("UPDATE received_file SET decided_by = %s, decided_reason = %s, decided_at = now()"
