@@ -473,3 +473,25 @@ def test_a_file_over_the_size_limit_is_refused_unread(region_file, regional_db, 
     assert [(r[2], r[3]) for r in journal(regional_db)] == [("rejected", "FILE_TOO_LARGE")]
     report = (root / finess / "rejetes" / "gros.xml.rapport.txt").read_text(encoding="utf-8")
     assert "taille maximale" in report and "1 Mo au plus" in report
+
+
+def test_downloads_go_over_a_channel_with_a_wide_window(region_file, clean_sftp, tmp_path):
+    """paramiko's default window (2 MiB) made each download wait on window adjustments: files
+    come over a channel of their own that lets the server send 64 MiB ahead, and arrive whole."""
+    from airflow.providers.sftp.hooks.sftp import SFTPHook
+
+    from rpu.flows.inbox import DOWNLOAD_WINDOW
+
+    finess = ESTABLISHMENTS[13]["finess"]
+    sent = drop(clean_sftp.root, finess, "nuit.xml")
+    with SFTPHook(ssh_conn_id="rpu_inbox").get_managed_conn() as sftp:
+        inbox = SftpInbox(sftp)
+        for copy in ("a.xml", "b.xml"):  # the channel is opened once, then reused
+            inbox.download(f"{finess}/depot/nuit.xml", tmp_path / copy)
+        channel = inbox._downloads.get_channel()
+        assert channel is not sftp.get_channel() and channel.in_window_size == DOWNLOAD_WINDOW
+        ahead = inbox.second_channel()
+        assert ahead.sftp.get_channel().in_window_size == DOWNLOAD_WINDOW
+        ahead.download(f"{finess}/depot/nuit.xml", tmp_path / "c.xml")
+        ahead.close()
+    assert all((tmp_path / copy).read_bytes() == sent.read_bytes() for copy in ("a.xml", "b.xml", "c.xml"))
