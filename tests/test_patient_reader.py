@@ -27,6 +27,20 @@ def test_the_compiled_reader_is_built_and_in_use():
     assert oscour.COMPILED_READER, "lecteur compilé absent : relancer `make install` (compilateur C requis)"
 
 
+def test_the_compiled_reader_is_built_against_the_lxml_it_runs_with():
+    import tomllib
+    from pathlib import Path
+
+    from rpu.formats.patient_reader import BUILT_WITH_LXML
+
+    repo = Path(__file__).resolve().parent.parent
+    build = tomllib.loads((repo / "pyproject.toml").read_text(encoding="utf-8"))["build-system"]["requires"]
+    pinned = [line for line in (repo / "requirements.txt").read_text(encoding="utf-8").splitlines()
+              if line.startswith("lxml==")]
+    assert pinned == [f"lxml=={etree.__version__}"] and f"lxml=={etree.__version__}" in build
+    assert BUILT_WITH_LXML == etree.__version__
+
+
 def _patients(path):
     for _event, patient in etree.iterparse(str(path), events=("end",), tag="PATIENT", resolve_entities=False,
                                            load_dtd=False, no_network=True, remove_comments=True, remove_pis=True):
@@ -87,10 +101,15 @@ def test_both_readers_agree_on_fuzzed_patients(xml, keep_comments):
 def test_a_compiled_reader_that_reads_otherwise_is_not_used(monkeypatch):
     from rpu.formats import patient_reader
 
+    assert oscour._compiled_reader() is patient_reader.read_national
+    original = patient_reader.read_national
     monkeypatch.setattr(patient_reader, "NATIONAL_ORDER", patient_reader.NATIONAL_ORDER[::-1])
     assert oscour._compiled_reader() is _read_national_in_python
     monkeypatch.setattr(patient_reader, "NATIONAL_ORDER", _NATIONAL_ORDER)
     monkeypatch.setattr(patient_reader, "read_national", lambda patient: None)
+    assert oscour._compiled_reader() is _read_national_in_python
+    monkeypatch.setattr(patient_reader, "read_national", original)
+    monkeypatch.setattr(patient_reader, "BUILT_WITH_LXML", "5.0.0")  # built for another lxml: not used
     assert oscour._compiled_reader() is _read_national_in_python
 
 

@@ -156,8 +156,10 @@ def _compiled_reader():
     """The compiled reader's read_national if it is built and reads a sample of every text
     shape exactly as the Python reader does; else the Python reader."""
     try:
-        from rpu.formats.patient_reader import NATIONAL_ORDER, read_national
+        from rpu.formats.patient_reader import BUILT_WITH_LXML, NATIONAL_ORDER, read_national
     except ImportError:
+        return _read_national_in_python
+    if BUILT_WITH_LXML != etree.__version__:  # it reads lxml's structures: only those it was built for
         return _read_national_in_python
     sample = etree.fromstring(_SELF_CHECK)
     if NATIONAL_ORDER == _NATIONAL_ORDER and all(

@@ -13,10 +13,15 @@ module is not built (it is optional: ``pip install -e .`` builds it where a C co
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.string cimport strcmp, strlen
 from lxml.includes cimport tree
-from lxml.includes.etreepublic cimport _Element, import_lxml__etree
+from lxml.includes.etreepublic cimport LXML_VERSION_STRING, _Element, import_lxml__etree
 from lxml.includes.tree cimport xmlNode
 
 import_lxml__etree()
+
+# The lxml whose headers this was compiled against: the reader reads lxml's own structures, so
+# rpu.formats.oscour uses it only under that very version (pyproject.toml pins the build's lxml
+# to requirements.txt's).
+BUILT_WITH_LXML = LXML_VERSION_STRING.decode("ascii")
 
 # The PATIENT children of the national format in their order (as rpu.formats.oscour's).
 NATIONAL_ORDER = ("CP", "COMMUNE", "NAISSANCE", "SEXE", "ENTREE", "MODE_ENTREE", "PROVENANCE", "TRANSPORT",
