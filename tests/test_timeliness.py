@@ -225,6 +225,30 @@ def test_a_revoked_file_s_visits_leave_the_timeliness_and_the_restored_ones_come
     assert data.of(None).visits == 3
 
 
+def test_a_visit_given_back_by_a_revocation_keeps_its_delivery(conn, region, tmp_path):
+    """Regression: a visit of A that B dropped was forgotten with B's load, and came back with
+    B's revocation without its delivery to Santé publique France (counted as never delivered)."""
+    a = _load(conn, oscour(tmp_path / "a.xml", LIVE["finess"], _at(2, 2), [
+        (_at(0, 10), _at(0, 12), "01/01/1950"), (_at(1, 9), _at(1, 11), "02/02/1960"),
+        (_at(1, 15), None, "03/03/1970")]), LIVE["finess"])
+    built = tmp_path / "invs.xml"
+    built.write_bytes(b"<OSCOUR/>")
+    send = sends.record_built(conn, destination="invs", path=built, visit_count=3, finess=LIVE["finess"], ordre=0,
+                              period_start=DAY, period_end=DAY + timedelta(days=2), covers_files=[a])
+    delivered = sends.attempt(conn, send, lambda send: "reçu")
+    assert delivered.status == "sent"
+    # B, a newer extract, drops A's visit of the 3rd at 15:00; then B is revoked.
+    b = _load(conn, oscour(tmp_path / "b.xml", LIVE["finess"], _at(3, 2), [
+        (_at(1, 9), _at(1, 11), "02/02/1960"), (_at(1, 20), None, "04/04/1980")]), LIVE["finess"])
+    assert conn.execute("SELECT count(*) FROM visit_timeliness WHERE entree = %s", (_at(1, 15),)).fetchone()[0] == 0
+    revoke_file(conn, b, by="oru", reason="fichier d'une autre unité")
+    assert timeliness_drift(conn) == (0, 0, 0)
+    rows = conn.execute("SELECT entree, invs_send_id, invs_sent_at FROM visit_timeliness ORDER BY entree").fetchall()
+    assert rows == [(entree, send.id, delivered.sent_at) for entree in (_at(0, 10), _at(1, 9), _at(1, 15))]
+    data = timeliness.summary(conn, DAY, DAY + timedelta(days=7), timezone=TZ, statuses=["live"])
+    assert data.of(None).visits == data.of(None).delivered == 3
+
+
 def test_migration_010_repairs_what_past_revocations_left(fresh_database_url, tmp_path):
     """A database whose revocations ran before 010 (visit_timeliness left as it was before the
     revocation) holds exactly the visits of rpu once migrated."""

@@ -50,13 +50,17 @@ def record_revocation(conn: psycopg.Connection, finess: str, ordre: int, days: l
     """After a revocation: on each of ``days`` (those the revoked file ruled), the visits of the
     file now back (``restored``) are recorded as if it had just been loaded (a visit already
     known keeps its first reception), and the revoked file's visits no longer held are
-    forgotten (a day no file brings again is emptied). Called by ``revoke_file`` in its
+    forgotten (a day no file brings again is emptied); a visit back that had been forgotten gets
+    again the first delivery that carried its file. Called by ``revoke_file`` in its
     transaction, after the visits are restored."""
     received = dict(conn.execute("SELECT id, received_at FROM received_file WHERE id = ANY(%s)",
                                  (sorted(set(restored.values())),)).fetchall())
     for day in days:
         file_id = restored.get(day)
-        _record(conn, file_id, received.get(file_id), finess, ordre, day, day + timedelta(days=1))
+        bounds = {"file_id": file_id, "finess": finess, "ordre": ordre, "start": day, "end": day + timedelta(days=1)}
+        _record(conn, file_id, received.get(file_id), finess, ordre, bounds["start"], bounds["end"])
+        if file_id is not None:  # the visits back that the revoked file had dropped: their delivery too
+            conn.execute(query("timeliness_restamp_restored"), bounds)
 
 
 def _record(conn: psycopg.Connection, file_id: int | None, received_at, finess: str, ordre: int, start: date,
