@@ -4,6 +4,7 @@ Python reader reads, on every file style, every defect and fuzzed PATIENTs; it i
 
 from __future__ import annotations
 
+import os
 from datetime import date, datetime
 
 import pytest
@@ -89,7 +90,7 @@ def _patient_xml(draw) -> str:
     return f"<PATIENT xmlns:n='urn:n'>{''.join(children)}</PATIENT>"
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=max(400, int(os.environ.get("RPU_FUZZ_EXAMPLES", "0"))), deadline=None)
 @given(xml=_patient_xml(), keep_comments=st.booleans())
 def test_both_readers_agree_on_fuzzed_patients(xml, keep_comments):
     from rpu.formats.patient_reader import read_national
