@@ -45,11 +45,11 @@ class InboxFile:
 class SftpInbox:
     """The inbox over one SFTP session (a paramiko ``SFTPClient``): one session per run."""
 
-    def __init__(self, sftp, base: str = ""):
+    def __init__(self, sftp, base: str = "", downloads=None):
         self.sftp = sftp
         self.base = base.rstrip("/")
         self.links_removed: list[str] = []
-        self._downloads = None  # the download channel, opened at the first download
+        self._downloads = downloads  # the download channel (wide window), else opened at the first download
 
     def _path(self, *parts: str) -> str:
         return posixpath.join(self.base, *parts) if self.base else posixpath.join(*parts)
@@ -90,9 +90,7 @@ class SftpInbox:
     def second_channel(self) -> SftpInbox:
         """Another SFTP channel over the same SSH connection (downloads run ahead on it)."""
         channel = self._channel()
-        ahead = SftpInbox(channel, self.base)
-        ahead._downloads = channel  # already a download channel
-        return ahead
+        return SftpInbox(channel, self.base, downloads=channel)
 
     def _channel(self) -> paramiko.SFTPClient:
         """A new SFTP channel over the same SSH connection, with a wide window for downloads."""

@@ -14,7 +14,10 @@ def parse_date(text: str) -> date:
     text = text.strip()
     if len(text) != 10 or text[2] != "/" or text[5] != "/":
         raise ValueError(text)
-    return date(int(text[6:10]), int(text[3:5]), int(text[0:2]))
+    value = date(int(text[6:10]), int(text[3:5]), int(text[0:2]))
+    if len(SEEN_DATES) < DATES_KEPT:
+        SEEN_DATES[text] = value
+    return value
 
 
 def parse_datetime(text: str) -> datetime:
@@ -41,6 +44,10 @@ def parse_datetime(text: str) -> datetime:
 SEEN_DAYS: dict[str, date] = {}
 SEEN_CLOCKS: dict[str, time] = {}
 HALVES_KEPT = 1 << 14
+# The dates parse_date has read (trimmed): a birth date already seen is one look-up for the visit
+# checks (a century of birth dates: more than the halves above).
+SEEN_DATES: dict[str, date] = {}
+DATES_KEPT = 1 << 16
 combine = datetime.combine  # one global look-up instead of an attribute look-up per visit
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from rpu.formats import finess as finess_rules
-from rpu.formats.dates import SEEN_CLOCKS, SEEN_DAYS, age_in_years, combine, parse_date, parse_datetime
+from rpu.formats.dates import SEEN_CLOCKS, SEEN_DATES, SEEN_DAYS, age_in_years, combine, parse_date, parse_datetime
 from rpu.formats.model import Header, Visit
 from rpu.formats.nomenclature import (
     CCAM_FORMAT,
@@ -63,8 +63,6 @@ _CIM10_SEEN: set[str] = set()
 _CCAM_SEEN: set[str] = set()
 _COMMUNES: dict[str, str] = {}  # COMMUNE as received → as kept
 _MOTIFS: dict[str, str] = {}
-_BIRTHS: dict[str, date] = {}  # NAISSANCE as received (stripped) → the date
-_BIRTHS_KEPT = 1 << 16  # a century of birth dates
 _SEEN_KEPT = 1 << 14
 _LONGEST_KEPT = 120  # characters: a commune or a motif; a longer text is never remembered
 
@@ -235,7 +233,8 @@ class _VisitChecker:
         self.visits_per_day = report.visits_per_day
 
     def check(self, raw: RawRecord):
-        """None for a rejected visit; for a kept one, what ``emit`` returns (a Visit), or _KEPT."""
+        """What ``emit`` returns for a kept visit (a Visit); None for a rejected one, or when
+        nothing receives the visits."""
         # Run for every visit of every file: values are kept in locals and the Visit is built
         # once at the end, each rule in the order its findings have always been reported. A
         # value already seen valid as received (a code of its set, a CP, a CIM-10 or CCAM code)
@@ -314,15 +313,12 @@ class _VisitChecker:
         day = entree.date()
         birth = None
         if naissance is not None:
-            birth = _BIRTHS.get(naissance)  # a birth date already read, spelt exactly so
+            birth = SEEN_DATES.get(naissance)  # parse_date's usual case inline: a date already read
             if birth is None and (naissance := naissance.strip()):
                 try:
                     birth = parse_date(naissance)
                 except ValueError:
                     flag("DATE_INVALID", "NAISSANCE", naissance)
-                else:
-                    if len(_BIRTHS) < _BIRTHS_KEPT:
-                        _BIRTHS[naissance] = birth
             if birth is not None:
                 age = day.year - birth.year  # age_in_years, inline; 1 to 120 years apart is in range
                 if not 0 < age <= 120:
@@ -377,7 +373,7 @@ class _VisitChecker:
                 report.add(finding)
         emit = self.emit
         if emit is None:
-            return _KEPT
+            return None
         return emit(position, entree, cp or None, commune or None, birth, sexe, mode_entree, provenance, transport,
                     transport_pec, motif or None, gravite, dp, da_list, actes, sortie, mode_sortie,
                     destination, orient, extensions, flags)
@@ -444,7 +440,6 @@ VisitSink = Callable[[Visit, Header], None]
 # Given the file's header, returns the function that receives each kept visit's fields,
 # positionally in the order of Visit's, without a Visit being built (the loader's COPY).
 RowSink = Callable[[Header], Callable[..., None]]
-_KEPT = True  # what check() returns for a kept visit when nothing receives it
 
 
 def inspect_file(source, name: str | None = None, on_visit: VisitSink | None = None,

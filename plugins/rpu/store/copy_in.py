@@ -5,7 +5,7 @@ values one by one through psycopg costs as much as reading the file)."""
 from __future__ import annotations
 
 import json
-from datetime import date, time
+from datetime import date, datetime, time
 
 from rpu.formats.model import Header
 from rpu.formats.rules import FILE, RULES, Finding
@@ -41,17 +41,12 @@ def copy_visits(conn, path, name, file_id, findings_spool, received_at=None, dea
                 # One row of COPY's text format per visit, a tuple of cells joined by batch:
                 # adapting 24 values one by one (write_row) cost as much as validating the visit.
                 # A missing value is an empty cell (the COPY's NULL): no text value is ever empty.
-                day, clock = entree.date(), entree.time()
-                entree = (_DAY_TEXT.get(day) or _day_text(day)) + (_CLOCK_TEXT.get(clock) or _clock_text(clock))
-                if sortie is not None:
-                    day, clock = sortie.date(), sortie.time()
-                    sortie = (_DAY_TEXT.get(day) or _day_text(day)) + (_CLOCK_TEXT.get(clock) or _clock_text(clock))
                 rows.append((
                     file_cell, str(position), *header_cells, cp or "", commune or "",
                     "" if naissance is None else _DAY_TEXT.get(naissance) or _day_text(naissance), sexe or "",
-                    entree, mode_entree or "", provenance or "", transport or "", transport_pec or "", motif or "",
+                    _timestamp(entree), mode_entree or "", provenance or "", transport or "", transport_pec or "", motif or "",
                     gravite or "", dp or "", _array(da) if da else "{}", _array(actes) if actes else "{}",
-                    sortie or "", mode_sortie or "", destination or "", orient or "",
+                    "" if sortie is None else _timestamp(sortie), mode_sortie or "", destination or "", orient or "",
                     json.dumps(extensions) if extensions else "", _array(flags) if flags else "{}",
                 ))
                 if len(rows) >= _ROWS_PER_WRITE:
@@ -80,16 +75,20 @@ def _copy_text(rows: list[tuple[str, ...]]) -> bytes:
     exactly the separators, and that holds no backslash nor carriage return, goes as joined
     (four scans of the batch in C); otherwise each row is checked and the odd one escaped."""
     text = "\n".join(map("\t".join, rows)) + "\n"
-    if text.count("\t") != _TABS * len(rows) or text.count("\n") != len(rows) or "\\" in text or "\r" in text:
-        text = "".join(_escaped_line(cells) for cells in rows)
+    if not _plain(text, len(rows)):
+        text = "".join(_line(cells) for cells in rows)
     return text.encode()
 
 
-def _escaped_line(cells: tuple[str, ...]) -> str:
-    line = "\t".join(cells)
-    if line.count("\t") != _TABS or "\\" in line or "\n" in line or "\r" in line:
-        line = "\t".join(cell.translate(_ESCAPES) for cell in cells)
-    return line + "\n"
+def _line(cells: tuple[str, ...]) -> str:
+    line = "\t".join(cells) + "\n"
+    return line if _plain(line, 1) else "\t".join(cell.translate(_ESCAPES) for cell in cells) + "\n"
+
+
+def _plain(text: str, lines: int) -> bool:
+    """Whether ``lines`` joined rows need no escaping: their tabs and line ends are exactly the
+    separators, and no backslash nor carriage return is in them."""
+    return text.count("\t") == _TABS * lines and text.count("\n") == lines and "\\" not in text and "\r" not in text
 
 
 # Days and times of day as COPY text, remembered: str() of a datetime costs as much as checking
@@ -104,6 +103,11 @@ def _day_text(day: date) -> str:
     if len(_DAY_TEXT) < _TEXTS_KEPT:
         _DAY_TEXT[day] = text
     return text
+
+
+def _timestamp(value: datetime) -> str:
+    day, clock = value.date(), value.time()
+    return (_DAY_TEXT.get(day) or _day_text(day)) + (_CLOCK_TEXT.get(clock) or _clock_text(clock))
 
 
 def _clock_text(clock: time) -> str:

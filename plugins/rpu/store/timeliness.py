@@ -57,10 +57,11 @@ def record_revocation(conn: psycopg.Connection, finess: str, ordre: int, days: l
                                  (sorted(set(restored.values())),)).fetchall())
     for day in days:
         file_id = restored.get(day)
-        bounds = {"file_id": file_id, "finess": finess, "ordre": ordre, "start": day, "end": day + timedelta(days=1)}
-        _record(conn, file_id, received.get(file_id), finess, ordre, bounds["start"], bounds["end"])
+        start, end = day, day + timedelta(days=1)
+        _record(conn, file_id, received.get(file_id), finess, ordre, start, end)
         if file_id is not None:  # the visits back that the revoked file had dropped: their delivery too
-            conn.execute(query("timeliness_restamp_restored"), bounds)
+            conn.execute(query("timeliness_restamp_restored"),
+                         {"file_id": file_id, "finess": finess, "ordre": ordre, "start": start, "end": end})
 
 
 def _record(conn: psycopg.Connection, file_id: int | None, received_at, finess: str, ordre: int, start: date,
