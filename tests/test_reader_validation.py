@@ -126,6 +126,21 @@ def test_a_value_seen_before_is_checked_as_the_first_time():
     assert report.flagged_records == 5
 
 
+
+def test_a_code_ending_in_a_line_end_is_kept_without_it():
+    # A pattern ending in $ also matched "J069\n": the code was kept with its line end, unnormalised.
+    patient = ("<PATIENT><CP>67000&#10;</CP><NAISSANCE>01/01/1980</NAISSANCE><SEXE>M</SEXE>"
+               "<ENTREE>27/10/2026 10:00</ENTREE><DP>J069&#10;</DP><LISTE_DA><DA>R51&#10;</DA></LISTE_DA>"
+               "<LISTE_ACTES><ACTE>DEQP003&#10;</ACTE></LISTE_ACTES></PATIENT>")
+    data = ('<OSCOUR><ETABLISSEMENT><FINESS>670780691</FINESS><ORDRE>0</ORDRE><EXTRACT>02/11/2026 02:30:00</EXTRACT>'
+            '<DATEDEBUT>26/10/2026</DATEDEBUT><DATEFIN>01/11/2026</DATEFIN></ETABLISSEMENT><PASSAGES>'
+            + patient * 2 + "</PASSAGES></OSCOUR>").encode()
+    visits = []
+    report = inspect_file(io.BytesIO(data), on_visit=lambda visit, header: visits.append(visit))
+    assert report.flagged_records == 0, report.findings
+    assert [(v.cp, v.dp, v.da, v.actes) for v in visits] == [("67000", "J069", ["R51"], ["DEQP003"])] * 2
+    assert report.normalised_values == 2 * 3  # DP, DA, ACTE trimmed (a CP is trimmed silently)
+
 def test_long_values_are_not_remembered():
     # What is remembered across visits is bounded in count and in length: a file of long,
     # distinct communes cannot make the worker's memory grow with it.

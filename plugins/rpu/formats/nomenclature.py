@@ -40,7 +40,8 @@ ORIENT_BY_MODE_SORTIE = {
     "9": frozenset({""}),
 }
 
-CP_FORMAT = re.compile(r"^[0-9]{5}$")
+# \Z, not $: $ also matches before a final line end, and "J069\n" would pass as is.
+CP_FORMAT = re.compile(r"^[0-9]{5}\Z")
 # CIM-10 without the dot: a letter, two digits, up to three more characters (R53+1 exists).
-CIM10_FORMAT = re.compile(r"^[A-Z][0-9]{2}[0-9A-Z+*]{0,3}$")
-CCAM_FORMAT = re.compile(r"^[A-Z]{4}[0-9]{3}$")
+CIM10_FORMAT = re.compile(r"^[A-Z][0-9]{2}[0-9A-Z+*]{0,3}\Z")
+CCAM_FORMAT = re.compile(r"^[A-Z]{4}[0-9]{3}\Z")
