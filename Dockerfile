@@ -15,9 +15,10 @@ RUN grep -qx "apache-airflow==${AIRFLOW_VERSION}" /opt/rpu/requirements.txt \
 # manager out of rpu/; the editable install also gives the `rpu` command (rpu region check,
 # rpu establishments sync ...) and keeps include/sql at the place rpu.store.db looks for it.
 # setup.py compiles the PATIENT reader (plugins/rpu/formats/patient_reader.pyx, Cython over
-# lxml's C API), hence a C compiler in the image (the way Airflow's image docs add one). Without
-# the compiled reader the Python one reads every file (same results, slower): the build fails
-# instead, so that an image never runs without it unnoticed.
+# lxml's C API) and the COPY row of a clean visit (plugins/rpu/store/clean_rows.pyx), hence a C
+# compiler in the image (the way Airflow's image docs add one). Without them the Python paths
+# read and write every visit (same results, slower): the build fails instead, so that an image
+# never runs without them unnoticed.
 COPY --chown=airflow:0 pyproject.toml setup.py /opt/airflow/
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
@@ -26,7 +27,8 @@ USER root
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 USER airflow
 RUN pip install --no-cache-dir --no-deps -e /opt/airflow \
- && python -c "from rpu.formats.oscour import COMPILED_READER; assert COMPILED_READER, 'lecteur compilé absent'"
+ && python -c "from rpu.formats.oscour import COMPILED_READER; assert COMPILED_READER, 'lecteur compilé absent'" \
+ && python -c "from rpu.store.copy_in import COMPILED_ROWS; assert COMPILED_ROWS, 'lignes COPY compilées absentes'"
 
 # Mount points: the region directory (read-only) and the exports volume, group 0 writable as
 # the image expects for any AIRFLOW_UID.

@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 
 # The run-time lock and the tools of the tests, the demo and the docs (requirements-dev.txt:
 # never in the production image, which installs requirements.txt alone).
-# setup.py and the .pyx: the compiled PATIENT reader is rebuilt when either changes.
-$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml setup.py plugins/rpu/formats/patient_reader.pyx
+# setup.py and the .pyx: the compiled modules are rebuilt when one of them changes.
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml setup.py plugins/rpu/formats/patient_reader.pyx \
+		plugins/rpu/store/clean_rows.pyx
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt

@@ -197,8 +197,8 @@ def test_dockerfile_builds_on_the_pinned_airflow(services):
     for source in ("requirements.txt", "pyproject.toml", "setup.py", "include/", "plugins/", "dags/"):
         assert re.search(rf"^COPY .*\b{re.escape(source)} ", dockerfile, re.MULTILINE), source
     assert "pip install --no-cache-dir --no-deps -e /opt/airflow" in dockerfile
-    # The compiled PATIENT reader is built in the image, and the build checks that it is used.
-    assert "gcc" in dockerfile and "assert COMPILED_READER" in dockerfile
+    # The compiled reader and COPY rows are built in the image, and the build checks that they are used.
+    assert "gcc" in dockerfile and "assert COMPILED_READER" in dockerfile and "assert COMPILED_ROWS" in dockerfile
 
 
 def test_the_production_image_has_no_test_tools():

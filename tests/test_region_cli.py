@@ -398,8 +398,13 @@ def test_init_writes_nothing_when_the_region_file_would_not_load(tmp_path, capsy
 def test_region_check_says_whether_files_are_read_by_the_compiled_reader(monkeypatch):
     from rpu.cli import region_check
     from rpu.formats import oscour
+    from rpu.store import copy_in
 
     assert region_check._reader_check().ok  # make install builds it
     monkeypatch.setattr(oscour, "COMPILED_READER", False)
     missing = region_check._reader_check()
-    assert not missing.ok and "compilateur C" in missing.detail
+    assert not missing.ok and "compilateur C" in missing.detail and "lecteur Python" in missing.detail
+    monkeypatch.setattr(oscour, "COMPILED_READER", True)
+    monkeypatch.setattr(copy_in, "COMPILED_ROWS", False)
+    missing = region_check._reader_check()
+    assert not missing.ok and "lignes COPY" in missing.detail and "lecteur Python" not in missing.detail

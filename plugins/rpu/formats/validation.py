@@ -440,12 +440,16 @@ VisitSink = Callable[[Visit, Header], None]
 # Given the file's header, returns the function that receives each kept visit's fields,
 # positionally in the order of Visit's, without a Visit being built (the loader's COPY).
 RowSink = Callable[[Header], Callable[..., None]]
+# Given the header and the report, returns ``take(raw) -> bool`` (or None): True when it took a
+# visit that needs no finding whole, counted in the report as check() counts it (the loader's
+# compiled COPY row, store/clean_rows.pyx); False sends the visit through check() as always.
+CleanSink = Callable[[Header, "FileReport"], Callable[[RawRecord], bool] | None]
 
 
 def inspect_file(source, name: str | None = None, on_visit: VisitSink | None = None,
                  on_finding: Callable[[Finding], None] | None = None, roots: tuple[str, ...] = ("OSCOUR",),
                  received_at: datetime | None = None, deadline: float | None = None,
-                 row_sink: RowSink | None = None) -> FileReport:
+                 row_sink: RowSink | None = None, clean_sink: CleanSink | None = None) -> FileReport:
     """Read and validate one file in a single streaming pass.
 
     ``on_visit`` receives every kept visit (not the rejected ones) with the file's header, in file
@@ -454,17 +458,23 @@ def inspect_file(source, name: str | None = None, on_visit: VisitSink | None = N
     (the loader does so by rolling back). ``roots``: the accepted envelopes (received files are
     OSCOUR; reading back a SYRIUS file we wrote passes ``("SYRIUS",)``). ``received_at`` (local
     time): an EXTRACT later than it is refused. ``deadline`` (``time.monotonic()``): past it, the
-    file is refused (``FILE_TOO_SLOW``). ``row_sink``, instead of ``on_visit``: see RowSink."""
+    file is refused (``FILE_TOO_SLOW``). ``row_sink``, instead of ``on_visit``: see RowSink; with
+    it, ``clean_sink``: see CleanSink."""
     report = FileReport(file=name or (os.fspath(source) if isinstance(source, str | os.PathLike) else "<flux>"),
                         on_finding=on_finding)
     reader = OscourReader(source, roots, deadline=deadline)
     checker: _VisitChecker | None = None
+    take_clean = None
     try:
         for raw in reader:
             if checker is None:
                 checker = _start(reader, report, received_at, on_visit, row_sink)
+                if clean_sink is not None and checker is not _SKIP:
+                    take_clean = clean_sink(report.header, report)
             if checker is _SKIP:
                 continue  # the header is fatal: only count the records
+            if take_clean is not None and take_clean(raw):
+                continue
             visit = checker.check(raw)
             if on_visit is not None and visit is not None:
                 on_visit(visit, report.header)

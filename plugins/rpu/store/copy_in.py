@@ -4,12 +4,13 @@ values one by one through psycopg costs as much as reading the file)."""
 
 from __future__ import annotations
 
+import io
 import json
-from datetime import date, datetime, time
 
 from rpu.formats.model import Header
 from rpu.formats.rules import FILE, RULES, Finding
 from rpu.formats.validation import FileReport, inspect_file
+from rpu.store.copy_text import DAY_TEXT, ESCAPES, array, day_text, line, timestamp
 
 RPU_COLUMNS = (
     "received_file_id", "record_no", "finess", "ordre", "cp", "commune", "naissance", "sexe", "entree",
@@ -17,7 +18,7 @@ RPU_COLUMNS = (
     "sortie", "mode_sortie", "destination", "orient", "extensions", "flags",
 )
 ISSUE_COLUMNS = ("received_file_id", "record_no", "entree", "rule", "level", "field", "raw_value", "message")
-# NULL is an empty cell: the visit's lines are joined in copy_visits, where a missing value is "".
+# NULL is an empty cell: a visit's missing values are "" in its line.
 _COPY_RPU = f"COPY rpu ({', '.join(RPU_COLUMNS)}) FROM STDIN (NULL '')"
 _COPY_ISSUES = f"COPY record_issue ({', '.join(ISSUE_COLUMNS)}) FROM STDIN"
 
@@ -26,106 +27,123 @@ def copy_visits(conn, path, name, file_id, findings_spool, received_at=None, dea
     """Stream the file's kept visits into ``rpu`` with COPY while it is read; the findings go
     to a spool file (a COPY is under way on the connection) and are copied afterwards."""
     with conn.cursor() as cursor, cursor.copy(_COPY_RPU) as copy:
-        # Rows go to the connection a few hundred at a time: every copy.write() is a round
-        # through psycopg and libpq, which cost more per visit than building its row.
-        rows: list[tuple[str, ...]] = []
-        file_cell = str(file_id)
-
-        def row_sink(header: Header):
-            header_cells = ("" if header.finess is None else header.finess,
-                            "" if header.ordre is None else str(header.ordre))
-
-            def add_row(position, entree, cp, commune, naissance, sexe, mode_entree, provenance, transport,
-                        transport_pec, motif, gravite, dp, da, actes, sortie, mode_sortie, destination, orient,
-                        extensions, flags) -> None:
-                # One row of COPY's text format per visit, a tuple of cells joined by batch:
-                # adapting 24 values one by one (write_row) cost as much as validating the visit.
-                # A missing value is an empty cell (the COPY's NULL): no text value is ever empty.
-                rows.append((
-                    file_cell, str(position), *header_cells, cp or "", commune or "",
-                    "" if naissance is None else _DAY_TEXT.get(naissance) or _day_text(naissance), sexe or "",
-                    _timestamp(entree), mode_entree or "", provenance or "", transport or "", transport_pec or "", motif or "",
-                    gravite or "", dp or "", _array(da) if da else "{}", _array(actes) if actes else "{}",
-                    "" if sortie is None else _timestamp(sortie), mode_sortie or "", destination or "", orient or "",
-                    json.dumps(extensions) if extensions else "", _array(flags) if flags else "{}",
-                ))
-                if len(rows) >= _ROWS_PER_WRITE:
-                    copy.write(_copy_text(rows))
-                    rows.clear()
-
-            return add_row
-
-        def on_finding(finding: Finding) -> None:
-            if finding.level != FILE:
-                findings_spool.write(_copy_line(_finding_row(file_id, finding)))
-
-        report = inspect_file(path, name, row_sink=row_sink, on_finding=on_finding, received_at=received_at,
+        lines = VisitLines(copy.write, file_id, CleanRows)
+        report = inspect_file(path, name, row_sink=lines.row_sink, clean_sink=lines.clean_sink,
+                              on_finding=_spooler(file_id, findings_spool), received_at=received_at,
                               deadline=deadline)
-        if rows:
-            copy.write(_copy_text(rows))
+        lines.flush()
         return report
 
 
-_TABS = len(RPU_COLUMNS) - 1
+def _spooler(file_id, findings_spool):
+    def on_finding(finding: Finding) -> None:
+        if finding.level != FILE:
+            findings_spool.write(_copy_line(_finding_row(file_id, finding)))
+    return on_finding
+
+
 _ROWS_PER_WRITE = 256  # about 64 KiB
 
 
-def _copy_text(rows: list[tuple[str, ...]]) -> bytes:
-    """Rows as COPY text lines. Values are received text: a batch whose tabs and line ends are
-    exactly the separators, and that holds no backslash nor carriage return, goes as joined
-    (four scans of the batch in C); otherwise each row is checked and the odd one escaped."""
-    text = "\n".join(map("\t".join, rows)) + "\n"
-    if not _plain(text, len(rows)):
-        text = "".join(_line(cells) for cells in rows)
-    return text.encode()
+class VisitLines:
+    """The lines of COPY's text format of one file's kept visits, handed to ``write`` a few
+    hundred at a time (every write is a round through psycopg and libpq, which cost more per
+    visit than building its line). A visit that needs no finding has its line built in C
+    (``clean_rows``: clean_rows.pyx's CleanRows, through ``clean_sink``), any other by
+    ``row_sink``'s function (every one of them when ``clean_rows`` is None)."""
+
+    def __init__(self, write, file_id: int, clean_rows=None):
+        self.write, self.file_cell, self.clean_rows = write, str(file_id), clean_rows
+        self.lines: list[str] = []
+        self.clean = None  # the file's CleanRows, if any: how many visits it took
+
+    def flush(self) -> None:
+        if self.lines:
+            self.write("".join(self.lines).encode())
+            self.lines.clear()
+
+    def clean_sink(self, header: Header, report: FileReport):
+        if self.clean_rows is None:
+            return None
+        self.clean = self.clean_rows(header, report, self.file_cell, self.lines, self.flush, _ROWS_PER_WRITE)
+        return self.clean.take
+
+    def row_sink(self, header: Header):
+        lines, flush, file_cell = self.lines, self.flush, self.file_cell
+        header_cells = ("" if header.finess is None else header.finess,
+                        "" if header.ordre is None else str(header.ordre))
+
+        def add_row(position, entree, cp, commune, naissance, sexe, mode_entree, provenance, transport,
+                    transport_pec, motif, gravite, dp, da, actes, sortie, mode_sortie, destination, orient,
+                    extensions, flags) -> None:
+            # A missing value is an empty cell (the COPY's NULL): no text value is ever empty.
+            lines.append(line((
+                file_cell, str(position), *header_cells, cp or "", commune or "",
+                "" if naissance is None else DAY_TEXT.get(naissance) or day_text(naissance), sexe or "",
+                timestamp(entree), mode_entree or "", provenance or "", transport or "", transport_pec or "",
+                motif or "", gravite or "", dp or "", array(da) if da else "{}", array(actes) if actes else "{}",
+                "" if sortie is None else timestamp(sortie), mode_sortie or "", destination or "", orient or "",
+                json.dumps(extensions) if extensions else "", array(flags) if flags else "{}",
+            )))
+            if len(lines) >= _ROWS_PER_WRITE:
+                flush()
+
+        return add_row
 
 
-def _line(cells: tuple[str, ...]) -> str:
-    line = "\t".join(cells) + "\n"
-    return line if _plain(line, 1) else "\t".join(cell.translate(_ESCAPES) for cell in cells) + "\n"
+def lines_of(source, clean_rows=None) -> tuple[bytes, FileReport, int]:
+    """A file's COPY text for ``rpu`` (file id 0), its report, and how many visits the compiled
+    path took: what copy_visits writes, without a database (the self-check below, the tests)."""
+    written: list[bytes] = []
+    lines = VisitLines(written.append, 0, clean_rows)
+    report = inspect_file(source, row_sink=lines.row_sink, clean_sink=lines.clean_sink)
+    lines.flush()
+    return b"".join(written), report, lines.clean.taken if lines.clean is not None else 0
 
 
-def _plain(text: str, lines: int) -> bool:
-    """Whether ``lines`` joined rows need no escaping: their tabs and line ends are exactly the
-    separators, and no backslash nor carriage return is in them."""
-    return text.count("\t") == _TABS * lines and text.count("\n") == lines and "\\" not in text and "\r" not in text
+def counted(report: FileReport) -> tuple:
+    """What a report counts of its visits (the compiled path must count as the checker does)."""
+    return (report.status, report.records, report.rejected_records, report.flagged_records,
+            report.normalised_values, dict(report.rule_counts), dict(report.visits_per_day), report.first_entree,
+            report.last_entree)
 
 
-# Days and times of day as COPY text, remembered: str() of a datetime costs as much as checking
-# a code, and a file's days and times of day repeat (bounded: 1,440 minutes, a few years of days).
-_DAY_TEXT: dict[date, str] = {}
-_CLOCK_TEXT: dict[time, str] = {}
-_TEXTS_KEPT = 1 << 16
+def _compiled_clean_rows():
+    """clean_rows.pyx's CleanRows if it is built and, on a sample, takes visits and writes the
+    lines and counts of the checker's path; else None (every visit takes the checker's path)."""
+    try:
+        from rpu.store.clean_rows import CleanRows as compiled
+    except ImportError:
+        return None
+    text, report, _ = lines_of(io.BytesIO(_SELF_CHECK))  # first: the checker fills its caches
+    compiled_text, compiled_report, taken = lines_of(io.BytesIO(_SELF_CHECK), compiled)
+    if taken and compiled_text == text and counted(compiled_report) == counted(report):
+        return compiled
+    return None
 
 
-def _day_text(day: date) -> str:
-    text = day.isoformat()
-    if len(_DAY_TEXT) < _TEXTS_KEPT:
-        _DAY_TEXT[day] = text
-    return text
-
-
-def _timestamp(value: datetime) -> str:
-    day, clock = value.date(), value.time()
-    return (_DAY_TEXT.get(day) or _day_text(day)) + (_CLOCK_TEXT.get(clock) or _clock_text(clock))
-
-
-def _clock_text(clock: time) -> str:
-    text = " " + clock.isoformat()
-    if len(_CLOCK_TEXT) < _TEXTS_KEPT:
-        _CLOCK_TEXT[clock] = text
-    return text
-
-
-def _array(items: list[str]) -> str:
-    """A text[] literal. psycopg's generic list adaptation costs a third of a load; codes are
-    quoted and escaped here, so any value received stays intact."""
-    if not items:
-        return "{}"
-    joined = '","'.join(items)
-    if "\\" in joined or '"' in joined:  # rare: each item escaped
-        joined = '","'.join(item.replace("\\", "\\\\").replace('"', '\\"') for item in items)
-    return '{"' + joined + '"}'
+_PATIENTS = (
+    "<PATIENT><CP>67000</CP><COMMUNE>STRASBOURG</COMMUNE><NAISSANCE>11/03/1948</NAISSANCE><SEXE>F</SEXE>"
+    "<ENTREE>20/11/2026 00:00</ENTREE><MODE_ENTREE>8</MODE_ENTREE><PROVENANCE>5</PROVENANCE><TRANSPORT>SMUR"
+    "</TRANSPORT><TRANSPORT_PEC>MED</TRANSPORT_PEC><MOTIF>NEURO02</MOTIF><GRAVITE>5</GRAVITE><DP>I639</DP>"
+    "<LISTE_DA><DA>N189</DA><DA>E119</DA></LISTE_DA><LISTE_ACTES><ACTE>ZCQM001</ACTE></LISTE_ACTES>"
+    "<SORTIE>20/11/2026 05:03:10</SORTIE><MODE_SORTIE>7</MODE_SORTIE><DESTINATION>1</DESTINATION><ORIENT>MED"
+    "</ORIENT></PATIENT>"
+    "<PATIENT><CP>67201</CP><COMMUNE>SAINT\\DIÉ</COMMUNE><NAISSANCE>17/08/2026</NAISSANCE><SEXE>M</SEXE>"
+    "<ENTREE>21/11/2026 23:59</ENTREE><MODE_ENTREE>8</MODE_ENTREE><PROVENANCE>5</PROVENANCE><TRANSPORT>PERSO"
+    "</TRANSPORT><TRANSPORT_PEC/><MOTIF>a  b</MOTIF><GRAVITE>2</GRAVITE><DP>j06.9</DP><LISTE_DA/>"
+    "<LISTE_ACTES><ACTE>ZCQM001</ACTE><ACTE>DEQP003</ACTE></LISTE_ACTES><SORTIE/><MODE_SORTIE>8</MODE_SORTIE>"
+    "<DESTINATION/><ORIENT/></PATIENT>"
+    "<PATIENT><NAISSANCE>20/04/1971</NAISSANCE><SEXE>I</SEXE><ENTREE>26/11/2026 10:00</ENTREE>"
+    "<MODE_ENTREE>6</MODE_ENTREE><PROVENANCE>1</PROVENANCE><GRAVITE>X</GRAVITE><DP>R51</DP>"
+    "<SORTIE>26/11/2026 09:00</SORTIE></PATIENT>"
+)
+# The header, then each visit twice: the checker's path takes the first (and fills its caches),
+# the compiled path may take the second.
+_SELF_CHECK = (
+    "<OSCOUR><ETABLISSEMENT><FINESS>670780691</FINESS><ORDRE>0</ORDRE><EXTRACT>27/11/2026 02:30:00</EXTRACT>"
+    "<DATEDEBUT>20/11/2026</DATEDEBUT><DATEFIN>26/11/2026</DATEFIN></ETABLISSEMENT><PASSAGES>"
+    + _PATIENTS * 2 + "</PASSAGES></OSCOUR>").encode()
 
 
 def _finding_row(file_id: int, finding: Finding) -> tuple:
@@ -133,12 +151,9 @@ def _finding_row(file_id: int, finding: Finding) -> tuple:
             finding.field, finding.value, finding.message)
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
 def _copy_line(row: tuple) -> bytes:
     """One line of COPY's text format."""
-    cells = ("\\N" if value is None else str(value).translate(_ESCAPES) for value in row)
+    cells = ("\\N" if value is None else str(value).translate(ESCAPES) for value in row)
     return ("\t".join(cells) + "\n").encode("utf-8")
 
 
@@ -153,3 +168,7 @@ def insert_findings(conn, file_id: int, findings: list[Finding]) -> None:
     with conn.cursor() as cursor, cursor.copy(_COPY_ISSUES) as copy:
         for finding in findings:
             copy.write_row(_finding_row(file_id, finding))
+
+
+CleanRows = _compiled_clean_rows()
+COMPILED_ROWS = CleanRows is not None  # rpu region check says when it is not

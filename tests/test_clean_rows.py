@@ -1,0 +1,154 @@
+"""The compiled COPY row of a clean visit (plugins/rpu/store/clean_rows.pyx) writes exactly the
+lines, and counts exactly what, the checker's path writes and counts: on every file style with
+every defect, with the checks' caches cold or warm, and on fuzzed visits. It is built by
+``make install`` and used."""
+
+from __future__ import annotations
+
+import io
+import os
+from datetime import date, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rpu.formats import dates, validation
+from rpu.sandbox.defects import RECORD_DEFECTS
+from rpu.sandbox.file_style import VARIANTS
+from rpu.sandbox.generator import demo_establishments, write_oscour_file
+from rpu.store import copy_in
+from rpu.store.copy_in import counted, lines_of
+
+FINESS = demo_establishments(1)[0]["finess"]
+
+
+def _cold_caches() -> None:
+    """Forget every value the checks have seen valid: the next file's first visits take the checker's path."""
+    for cache in (dates.SEEN_DAYS, dates.SEEN_CLOCKS, dates.SEEN_DATES, validation._CP_SEEN, validation._CIM10_SEEN,
+                  validation._CCAM_SEEN, validation._COMMUNES, validation._MOTIFS):
+        cache.clear()
+    dates.parse_date.cache_clear()
+
+
+def _same_lines_and_counts(source: bytes | os.PathLike, cold: bool) -> tuple[int, int]:
+    """Both paths on one file (the compiled one first, on cold caches if ``cold``); returns
+    (visits the compiled path took, visits kept)."""
+    read = (lambda: io.BytesIO(source)) if isinstance(source, bytes) else (lambda: source)
+    if cold:
+        _cold_caches()
+    compiled_text, compiled_report, taken = lines_of(read(), copy_in.CleanRows)
+    text, report, none_taken = lines_of(read())
+    assert none_taken == 0
+    assert compiled_text.decode().splitlines() == text.decode().splitlines()
+    assert counted(compiled_report) == counted(report)
+    assert [f.as_json() for f in compiled_report.findings] == [f.as_json() for f in report.findings]
+    return taken, report.kept_records
+
+
+def test_the_compiled_rows_are_built_and_in_use():
+    # make install builds them (setup.py); a build without a C compiler falls back to the
+    # checker's path, which this suite's machine must not do silently.
+    assert copy_in.COMPILED_ROWS, "lignes COPY compilées absentes : relancer `make install` (compilateur C requis)"
+
+
+@pytest.mark.parametrize("cold", [True, False], ids=["cold", "warm"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_both_paths_write_the_same_lines_on_every_file_style_and_defect(tmp_path, variant, cold):
+    path = tmp_path / f"{variant}.xml"
+    write_oscour_file(path, FINESS, 0, date(2026, 11, 1), date(2026, 11, 7), visits_per_day=30,
+                      extract=datetime(2026, 11, 8, 3), seed=5, variant=variant, defects=RECORD_DEFECTS)
+    taken, kept = _same_lines_and_counts(path, cold)
+    assert kept > 150 and taken < kept  # never those with a defect
+    # Values to normalise (padded, lower case, dotted) and extension elements always take the
+    # checker's path; in every other style the clean visits are taken.
+    assert (taken > kept / 4) == (variant not in ("padding", "lowercase", "dotted", "extensions")), taken
+
+
+def test_odd_values_take_the_checkers_path_and_come_out_the_same():
+    # Each visit twice: the first fills the caches, the second may be taken by the compiled path.
+    odd = ["<COMMUNE>SAINT\\DIÉ</COMMUNE>", "<MOTIF>a\tb</MOTIF>", "<DP>J069&#10;</DP>", "<CP> 67000</CP>",
+           "<NAISSANCE>01/01/2026</NAISSANCE>", "<NAISSANCE>02/11/1906</NAISSANCE>", "<SEXE>m</SEXE>",
+           "<SORTIE>04/11/2026 09:59</SORTIE>", "<SORTIE>07/11/2026 10:01</SORTIE>", "<SORTIE>03/11/2026 23:00</SORTIE>",
+           "<ENTREE>09/11/2026 10:00</ENTREE>", "<ENTREE> 04/11/2026 10:00</ENTREE>", "<HMED>x</HMED>",
+           "<MODE_SORTIE>6</MODE_SORTIE><DESTINATION>7</DESTINATION>", "<LISTE_DA><DA>R51</DA><DA>r51</DA></LISTE_DA>"]
+    base = {"CP": "67000", "COMMUNE": "STRASBOURG", "NAISSANCE": "11/03/1948", "SEXE": "F",
+            "ENTREE": "04/11/2026 10:00", "MODE_ENTREE": "8", "PROVENANCE": "5", "GRAVITE": "2", "DP": "R51",
+            "SORTIE": "04/11/2026 12:00:30", "MODE_SORTIE": "8"}
+    patients = []
+    for change in odd:
+        name = change[1:change.index(">")]
+        fields = "".join(f"<{k}>{v}</{k}>" for k, v in base.items() if k != name)
+        patients.append(f"<PATIENT>{fields}{change}</PATIENT>" * 2)
+    data = _file("".join(patients))
+    taken, kept = _same_lines_and_counts(data, cold=True)
+    assert kept == 2 * len(odd) - 2 and taken >= 4  # two ENTREE after EXTRACT rejected
+
+
+def _file(patients: str) -> bytes:
+    return ("<OSCOUR><ETABLISSEMENT><FINESS>670780691</FINESS><ORDRE>0</ORDRE><EXTRACT>08/11/2026 03:00:00"
+            "</EXTRACT><DATEDEBUT>01/11/2026</DATEDEBUT><DATEFIN>07/11/2026</DATEFIN></ETABLISSEMENT><PASSAGES>"
+            + patients + "</PASSAGES></OSCOUR>").encode()
+
+
+# Fuzzed visits: each field valid, odd, or absent; each visit twice in its file.
+_VALUES = {
+    "CP": ["67000", "67000", " 67000", "6700", ""],
+    "COMMUNE": ["STRASBOURG", "Sélestat", "SAINT  DIÉ", "A\\B", "\u00a0X", ""],
+    "NAISSANCE": ["11/03/1948", "01/01/2026", "31/12/1905", "1948-03-11", "29/02/2023", " 11/03/1948", ""],
+    "SEXE": ["F", "M", "I", "m", "X", ""],
+    "ENTREE": ["04/11/2026 10:00", "04/11/2026 10:00:59", "31/10/2026 23:59", "08/11/2026 02:00", "08/11/2026 04:00",
+               "4/11/2026 10:00", "04/11/2026  10:00", ""],
+    "MODE_ENTREE": ["8", "6", "7", "9", ""],
+    "PROVENANCE": ["5", "1", "8", "", "0"],
+    "TRANSPORT": ["PERSO", "SMUR", "perso", ""],
+    "TRANSPORT_PEC": ["AUCUN", "MED", ""],
+    "MOTIF": ["NEURO02", "R509", "a  b", "x\\y", ""],
+    "GRAVITE": ["2", "5", "D", "X", ""],
+    "DP": ["R51", "J06.9", "j069", "Z", "R53+1", ""],
+    "SORTIE": ["04/11/2026 12:00", "04/11/2026 09:00", "07/11/2026 11:00", "05/11/2026 01:00:07", "x", ""],
+    "MODE_SORTIE": ["8", "6", "7", "9", ""],
+    "DESTINATION": ["1", "6", "", "9"],
+    "ORIENT": ["MED", "REA", "FUGUE", "", "XX"],
+}
+
+
+@st.composite
+def _patient(draw) -> str:
+    fields = []
+    for name, values in _VALUES.items():
+        if draw(st.integers(0, 5)):  # mostly present
+            value = draw(st.sampled_from(values))
+            fields.append(f"<{name}>{value}</{name}>" if value else f"<{name}/>")
+        if name == "DP" and draw(st.booleans()):
+            da = draw(st.lists(st.sampled_from(["R51", "E119", "n18.9", "Q", ""]), max_size=3))
+            fields.append("<LISTE_DA>" + "".join(f"<DA>{code}</DA>" for code in da) + "</LISTE_DA>")
+            actes = draw(st.lists(st.sampled_from(["ZCQM001", "deqp003", "X1"]), max_size=2))
+            fields.append("<LISTE_ACTES>" + "".join(f"<ACTE>{code}</ACTE>" for code in actes) + "</LISTE_ACTES>")
+    return "<PATIENT>" + "".join(fields) + "</PATIENT>"
+
+
+@settings(max_examples=max(200, int(os.environ.get("RPU_FUZZ_EXAMPLES", "0")) // 4), deadline=None)
+@given(patients=st.lists(_patient(), min_size=1, max_size=6), cold=st.booleans())
+def test_both_paths_agree_on_fuzzed_visits(patients, cold):
+    _same_lines_and_counts(_file("".join(patient * 2 for patient in patients)), cold)
+
+
+def test_compiled_rows_that_write_otherwise_are_not_used(monkeypatch):
+    from rpu.store import clean_rows
+
+    assert copy_in._compiled_clean_rows() is clean_rows.CleanRows
+
+    class WritesOtherwise(clean_rows.CleanRows):
+        def take(self, raw):
+            return raw.position == 1  # counts nothing, writes nothing: the lines and counts differ
+
+    monkeypatch.setattr(clean_rows, "CleanRows", WritesOtherwise)
+    assert copy_in._compiled_clean_rows() is None
+
+    class TakesNothing(clean_rows.CleanRows):
+        def take(self, raw):
+            return False  # agrees, but proves nothing
+
+    monkeypatch.setattr(clean_rows, "CleanRows", TakesNothing)
+    assert copy_in._compiled_clean_rows() is None
