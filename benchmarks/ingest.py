@@ -56,8 +56,9 @@ result = {"visits": visits, "status": "parsed"}
 visits = sum(1 for _record in OscourReader(path))
 result = {"visits": visits, "status": "parsed"}
 """),
-    "validate": ("from rpu.formats.validation import inspect_file", """
-report = inspect_file(path)
+    # What `rpu validate` runs.
+    "validate": ("from rpu.store.copy_in import validate_file", """
+report = validate_file(path)
 result = {"visits": report.kept_records, "status": report.status}
 """),
     "load": ("import psycopg\nfrom rpu.store.loader import load_file", """

@@ -1,7 +1,7 @@
 """The compiled COPY row of a clean visit (plugins/rpu/store/clean_rows.pyx) writes exactly the
-lines, and counts exactly what, the checker's path writes and counts: on every file style with
-every defect, with the checks' caches cold or warm, and on fuzzed visits. It is built by
-``make install`` and used."""
+lines, and counts exactly what, the checker's path writes and counts (rpu validate's count too):
+on every file style with every defect, with the checks' caches cold or warm, and on fuzzed
+visits. It is built by ``make install`` and used."""
 
 from __future__ import annotations
 
@@ -38,11 +38,15 @@ def _same_lines_and_counts(source: bytes | os.PathLike, cold: bool) -> tuple[int
     if cold:
         _cold_caches()
     compiled_text, compiled_report, taken = lines_of(read(), copy_in.CleanRows)
+    if cold:
+        _cold_caches()
+    validated = copy_in.validate_file(read())  # rpu validate: the clean visits only counted in C
     text, report, none_taken = lines_of(read())
     assert none_taken == 0
     assert compiled_text.decode().splitlines() == text.decode().splitlines()
-    assert counted(compiled_report) == counted(report)
-    assert [f.as_json() for f in compiled_report.findings] == [f.as_json() for f in report.findings]
+    for other in (compiled_report, validated):
+        assert counted(other) == counted(report)
+        assert [f.as_json() for f in other.findings] == [f.as_json() for f in report.findings]
     return taken, report.kept_records
 
 

@@ -33,7 +33,7 @@ def _existing_files(paths: list[str]) -> list[Path]:
 
 def cmd_validate(args) -> int:
     from rpu.flows.report import format_report
-    from rpu.formats.validation import validate_file
+    from rpu.store.copy_in import validate_file
 
     verdicts, crashed = [], False
     for path in _existing_files(args.files):

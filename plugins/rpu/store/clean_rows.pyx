@@ -114,7 +114,8 @@ cdef inline str _array(list items):
 
 cdef class CleanRows:
     """For one file: ``take(raw)`` for each of its visits (see the module's text). ``rows`` is the
-    loader's batch of lines; ``flush`` is called when it holds ``batch`` lines."""
+    loader's batch of lines; ``flush`` is called when it holds ``batch`` lines. Without ``rows``
+    (``rpu validate``), a clean visit is only counted."""
 
     cdef object report, visits_per_day, first_day, last_day, extracted_by, flush
     cdef list rows
@@ -122,7 +123,7 @@ cdef class CleanRows:
     cdef Py_ssize_t batch
     cdef public Py_ssize_t taken
 
-    def __init__(self, header, report, str file_cell, list rows, flush, Py_ssize_t batch):
+    def __init__(self, header, report, str file_cell="", list rows=None, flush=None, Py_ssize_t batch=0):
         self.report = report
         self.visits_per_day = report.visits_per_day
         self.first_day, self.last_day = header.period_start, header.period_end
@@ -221,6 +222,9 @@ cdef class CleanRows:
                 return False
         if (self.first_day and day < self.first_day) or (self.last_day and day > self.last_day):
             return False
+        if self.rows is None:
+            self._count(day, entree)
+            return True
         # copy_in's row, cell by cell in RPU_COLUMNS' order; a clean visit has no extension nor flag.
         cdef str row = (
             f"{self.file_cell}\t{raw.position}\t{self.header_cells}\t{cp or ''}\t{commune or ''}\t{birth_text}\t"
@@ -232,7 +236,15 @@ cdef class CleanRows:
         # (a COMMUNE or a MOTIF with a backslash, say: the checker's path escapes it).
         if row.count("\t") != _TABS or row.count("\n") != 1 or "\\" in row or "\r" in row:
             return False
-        # Counted as the checker counts a kept visit without findings.
+        self._count(day, entree)
+        rows = self.rows
+        rows.append(row)
+        if len(rows) >= self.batch:
+            self.flush()
+        return True
+
+    cdef inline void _count(self, day, entree):
+        # As the checker counts a kept visit without findings.
         report = self.report
         if report.first_entree is None or entree < report.first_entree:
             report.first_entree = entree
@@ -240,9 +252,4 @@ cdef class CleanRows:
             report.last_entree = entree
         visits_per_day = self.visits_per_day
         visits_per_day[day] = visits_per_day.get(day, 0) + 1
-        rows = self.rows
-        rows.append(row)
         self.taken += 1
-        if len(rows) >= self.batch:
-            self.flush()
-        return True

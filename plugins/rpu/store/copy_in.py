@@ -91,6 +91,14 @@ class VisitLines:
         return add_row
 
 
+def validate_file(path) -> FileReport:
+    """What ``rpu validate`` checks: formats.validation.validate_file's report, its clean visits
+    counted in C (clean_rows.pyx, when built) instead of through every check in Python."""
+    if CleanRows is None:
+        return inspect_file(path)
+    return inspect_file(path, clean_sink=lambda header, report: CleanRows(header, report).take)
+
+
 def lines_of(source, clean_rows=None) -> tuple[bytes, FileReport, int]:
     """A file's COPY text for ``rpu`` (file id 0), its report, and how many visits the compiled
     path took: what copy_visits writes, without a database (the self-check below, the tests)."""
