@@ -197,7 +197,8 @@ def test_an_unexpected_error_is_a_verdict_and_keeps_nothing(conn, tmp_path, monk
     def broken(*_args, **_kwargs):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(validation._VisitChecker, "check", broken)
+    # Every file's header is checked (a clean visit's checks may be the compiled ones).
+    monkeypatch.setattr(validation, "check_header", broken)
     result = load_file(conn, _week(tmp_path, "a.xml", 8))
     conn.commit()
     assert result.status == "rejected" and "ZeroDivisionError" in result.error
@@ -279,7 +280,7 @@ def test_rpu_validate_gives_a_json_verdict_for_every_input_and_exit_3_on_a_crash
     import json
 
     from rpu.cli import main as cli
-    from rpu.formats import validation
+    from rpu.store import copy_in
 
     good, bad = tmp_path / "good.xml", tmp_path / "bad.xml"
     write_oscour_file(good, FINESS, 0, date(2026, 3, 1), date(2026, 3, 3), visits_per_day=3,
@@ -289,14 +290,14 @@ def test_rpu_validate_gives_a_json_verdict_for_every_input_and_exit_3_on_a_crash
     verdicts = json.loads(capsys.readouterr().out)
     assert [v["status"] for v in verdicts] == ["accepted", "rejected"]
 
-    real = validation.validate_file
+    real = copy_in.validate_file
 
     def crashing(path):
         if path.name == "bad.xml":
             raise RecursionError("a bug of ours")
         return real(path)
 
-    monkeypatch.setattr(validation, "validate_file", crashing)
+    monkeypatch.setattr(copy_in, "validate_file", crashing)
     assert cli.main(["validate", "--json", str(good), str(bad)]) == 3  # 3: our crash, not a rejection
     verdicts = json.loads(capsys.readouterr().out)
     assert verdicts[0]["status"] == "accepted" and verdicts[1] == {"file": str(bad), "status": "error",
