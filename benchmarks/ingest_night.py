@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/ingest_night.py                       # 100 establishments x ~500 visits/day, 1 loader
     .venv/bin/python benchmarks/ingest_night.py --workers 1,2         # the same night with 1 then 2 loaders: speedup
+    .venv/bin/python benchmarks/ingest_night.py --workers 1,2 --repeat 3   # 3 rounds, order alternated: median speedup
     .venv/bin/python benchmarks/ingest_night.py --france              # 700 establishments x 7 days (~420,000 visits), 2 loaders
     .venv/bin/python benchmarks/ingest_night.py --establishments 20 --workers 1,2
 
@@ -25,6 +26,7 @@ import multiprocessing
 import os
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -96,24 +98,40 @@ def loader(url: str, port: int, establishments: list[dict], todo, ready, results
     results.put({"summary": summary.as_dict(), "peak_mb": peak_mb, "pid": os.getpid()})
 
 
+def sftp_server(root: Path, ports, stop) -> None:
+    """One SFTP server process (asyncssh serves its sessions in one thread)."""
+    server = SftpServer(root, username=SFTP_USER, password=SFTP_PASSWORD).start()
+    ports.put(server.port)
+    stop.wait()
+    server.stop()
+
+
 def one_night(template: Path, establishments: list[dict], workers: int) -> dict:
     """Copy the night's files to a fresh SFTP root, migrate a fresh database, list the inbox,
-    then load with ``workers`` processes. Returns the wall time and what each loader did."""
+    then load with ``workers`` processes. Returns the wall time and what each loader did.
+
+    Each loader has an SFTP server process of its own, as each session has its own sftp-server
+    process under OpenSSH's sshd (the region's server): one Python server for every session
+    made the loaders' downloads queue on its single thread, which no real server does."""
     name = f"rpu_night_{uuid.uuid4().hex[:8]}"
     url = create_database(ADMIN_URL, name)
+    context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="rpu-night-sftp-") as workdir:
         root = Path(workdir) / "sftp"
         shutil.copytree(template, root)
-        server = SftpServer(root, username=SFTP_USER, password=SFTP_PASSWORD).start()
+        ports, stop = context.Queue(), context.Event()
+        servers = [context.Process(target=sftp_server, args=(root, ports, stop)) for _ in range(workers)]
+        for server in servers:
+            server.start()
+        server_ports = [ports.get(timeout=60) for _ in servers]
         try:
             with psycopg.connect(url, autocommit=True) as conn:
                 migrate(conn)
             region = bench_region(establishments)
-            context = multiprocessing.get_context("spawn")
             todo, ready, results = context.Queue(), context.Queue(), context.Queue()
             # The loaders start and connect first (Airflow's per-task start is not measured here).
-            processes = [context.Process(target=loader, args=(url, server.port, establishments, todo, ready,
-                                                              results)) for _ in range(workers)]
+            processes = [context.Process(target=loader, args=(url, port, establishments, todo, ready, results))
+                         for port in server_ports]
             for process in processes:
                 process.start()
             for _ in processes:
@@ -121,7 +139,7 @@ def one_night(template: Path, establishments: list[dict], workers: int) -> dict:
             started = time.perf_counter()
             busy_before, _ = machine_busy()
             listing = IngestSummary()
-            transport, sftp = sftp_session(server.port)
+            transport, sftp = sftp_session(server_ports[0])
             try:
                 with psycopg.connect(url) as conn:
                     to_take = list_inbox(conn, SftpInbox(sftp), region, listing)
@@ -140,7 +158,9 @@ def one_night(template: Path, establishments: list[dict], workers: int) -> dict:
                 loaded, per_file = conn.execute(
                     "SELECT count(*) FILTER (WHERE status = 'loaded'), count(*) FROM received_file").fetchone()
         finally:
-            server.stop()
+            stop.set()
+            for server in servers:
+                server.join(timeout=30)
             drop_database(ADMIN_URL, name)
     summary = IngestSummary.merged([d["summary"] for d in done])
     if summary.failed or loaded != len(to_take) or per_file != loaded:
@@ -184,6 +204,9 @@ def main() -> None:
     parser.add_argument("--establishments", type=int, default=100)
     parser.add_argument("--visits-per-day", type=float, default=500)
     parser.add_argument("--workers", default="1", help="loader counts to run in turn, e.g. 1,2 (default 1)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of the loader counts, in alternate order (the first run of a round is not "
+                             "always the same count); the speedup quoted is the median of the rounds'")
     parser.add_argument("--france", action="store_true",
                         help=f"a night of France: {FRANCE_ESTABLISHMENTS} establishments x 7 days, "
                              f"{FRANCE_VISITS_PER_YEAR:,} visits a year (~420,000 in the night's files), 2 loaders")
@@ -202,16 +225,20 @@ def main() -> None:
         visits = generate(template, establishments, args.visits_per_day)
         print(f"{args.establishments} establishments, one 7-day file each: {visits:,} visits "
               f"(generated in {time.perf_counter() - clock:.0f} s); {os.cpu_count()} cores")
-        runs = []
-        for workers in counts:
-            run = one_night(template, establishments, workers)
-            report(run)
-            runs.append(run)
-    if len(runs) > 1:
-        base = runs[0]
-        for run in runs[1:]:
-            print(f"speedup {base['workers']} -> {run['workers']} loaders: {base['seconds'] / run['seconds']:.2f}x "
-                  f"(same night, same run)")
+        rounds = []
+        for number in range(args.repeat):
+            runs = {}
+            for workers in counts if number % 2 == 0 else counts[::-1]:
+                run = one_night(template, establishments, workers)
+                report(run)
+                runs[workers] = run
+            rounds.append(runs)
+    runs = [rounds[-1][workers] for workers in counts]
+    base = counts[0]
+    for workers in counts[1:]:
+        speedups = [r[base]["seconds"] / r[workers]["seconds"] for r in rounds]
+        print(f"speedup {base} -> {workers} loaders: {statistics.median(speedups):.2f}x "
+              f"(median of {len(speedups)}: {', '.join(f'{s:.2f}' for s in speedups)}; same night, same run)")
     if args.france:
         night = runs[-1]
         # Each night's files carry the last 7 days: a night of France is ~420,000 visits loaded,
