@@ -48,6 +48,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/ingest_night.py
 	$(BIN)/python benchmarks/extract.py
 
-## A longer fuzz run of the reader (both PATIENT readers), the validator and the loader (the suite runs 150 and 400 examples).
+## A longer fuzz run of the reader (both PATIENT readers), the validator, the loader and the compiled COPY rows (the suite runs 150 to 400 examples).
 fuzz: $(BIN)/.installed
-	RPU_FUZZ_EXAMPLES=$${RPU_FUZZ_EXAMPLES:-5000} $(BIN)/python -m pytest -p no:cacheprovider -q tests/test_hostile.py tests/test_patient_reader.py -k "fuzzed or agree"
+	RPU_FUZZ_EXAMPLES=$${RPU_FUZZ_EXAMPLES:-5000} $(BIN)/python -m pytest -p no:cacheprovider -q tests/test_hostile.py tests/test_patient_reader.py \
+		tests/test_clean_rows.py -k "fuzzed or agree"

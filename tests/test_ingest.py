@@ -396,12 +396,16 @@ def test_a_planted_link_never_makes_us_write_elsewhere(region_file, regional_db,
     for name in ("nuit.xml", "nuit.xml.rapport.txt", "nuit.xml.rapport.txt.part"):
         os.symlink(target, root / attacker / "traites" / name)
     os.symlink(root / victim / "depot", root / attacker / "depot" / "lien")
+    squatter = ESTABLISHMENTS[9]["finess"]  # its depot/ itself a link to the victim's
+    (root / squatter).mkdir(exist_ok=True)
+    os.symlink(root / victim / "depot", root / squatter / "depot")
     summary, told = _inbox_run(regional_db)
     assert not target.exists()  # taken by its own load, intact:
     archived = root / victim / "traites" / "nuit.xml"
     assert archived.read_bytes() == victim_bytes
     assert {r[0]: r[2] for r in journal(regional_db)} == {attacker: "loaded", victim: "loaded"}
     assert not any(p.is_symlink() for p in (root / attacker).rglob("*"))
+    assert not (root / squatter / "depot").exists() and (root / victim / "depot").is_dir()
     assert sorted(p.name for p in (root / attacker / "traites").iterdir()) == ["nuit.xml", "nuit.xml.rapport.txt"]
     assert "Liens symboliques" in told[0] and f"{attacker}/traites/nuit.xml.rapport.txt.part" in told[0]
 
