@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/ingest_night.py --workers 1,2         # the same night with 1 then 2 loaders: speedup
     .venv/bin/python benchmarks/ingest_night.py --workers 1,2 --repeat 3   # 3 rounds, order alternated: median speedup
     .venv/bin/python benchmarks/ingest_night.py --france              # 700 establishments x 7 days (~420,000 visits), 2 loaders
+    .venv/bin/python benchmarks/ingest_night.py --second-night --workers 1,2   # the night after: 6 days replaced each
     .venv/bin/python benchmarks/ingest_night.py --establishments 20 --workers 1,2
 
 What rpu_ingest does with one ``load`` instance per establishment and the pool ``rpu_db`` (or
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,6 +40,7 @@ sys.path.insert(0, str(REPO / "plugins"))
 
 import paramiko  # noqa: E402
 import psycopg  # noqa: E402
+from lxml import etree  # noqa: E402
 
 from rpu.config import region as region_config  # noqa: E402
 from rpu.flows.ingest import InboxFile, IngestSummary, SftpInbox, list_inbox, load_establishment  # noqa: E402
@@ -106,9 +108,11 @@ def sftp_server(root: Path, ports, stop) -> None:
     server.stop()
 
 
-def one_night(template: Path, establishments: list[dict], workers: int) -> dict:
+def one_night(template: Path, establishments: list[dict], workers: int, before: Path | None = None) -> dict:
     """Copy the night's files to a fresh SFTP root, migrate a fresh database, list the inbox,
     then load with ``workers`` processes. Returns the wall time and what each loader did.
+    ``before``: the files of the night before, loaded first the same way (not measured), so that
+    the measured night replaces 6 days of each establishment, as every night in production does.
 
     Each loader has an SFTP server process of its own, as each session has its own sftp-server
     process under OpenSSH's sshd (the region's server): one Python server for every session
@@ -118,7 +122,7 @@ def one_night(template: Path, establishments: list[dict], workers: int) -> dict:
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="rpu-night-sftp-") as workdir:
         root = Path(workdir) / "sftp"
-        shutil.copytree(template, root)
+        root.mkdir()
         ports, stop = context.Queue(), context.Event()
         servers = [context.Process(target=sftp_server, args=(root, ports, stop)) for _ in range(workers)]
         for server in servers:
@@ -127,47 +131,61 @@ def one_night(template: Path, establishments: list[dict], workers: int) -> dict:
         try:
             with psycopg.connect(url, autocommit=True) as conn:
                 migrate(conn)
-            region = bench_region(establishments)
-            todo, ready, results = context.Queue(), context.Queue(), context.Queue()
-            # The loaders start and connect first (Airflow's per-task start is not measured here).
-            processes = [context.Process(target=loader, args=(url, port, establishments, todo, ready, results))
-                         for port in server_ports]
-            for process in processes:
-                process.start()
-            for _ in processes:
-                ready.get(timeout=120)
-            started = time.perf_counter()
-            busy_before, _ = machine_busy()
-            listing = IngestSummary()
-            transport, sftp = sftp_session(server_ports[0])
-            try:
-                with psycopg.connect(url) as conn:
-                    to_take = list_inbox(conn, SftpInbox(sftp), region, listing)
-            finally:
-                transport.close()
-            for folder, files in sorted(to_take.items()):
-                todo.put((folder, [vars(f) for f in files]))
-            for _ in range(workers):
-                todo.put(None)
-            done = [results.get() for _ in processes]
-            seconds = time.perf_counter() - started
-            busy = machine_busy()[0] - busy_before
-            for process in processes:
-                process.join()
-            with psycopg.connect(url) as conn:
-                loaded, per_file = conn.execute(
-                    "SELECT count(*) FILTER (WHERE status = 'loaded'), count(*) FROM received_file").fetchone()
+            for night in ([before] if before else []) + [template]:
+                shutil.copytree(night, root, dirs_exist_ok=True)
+                run = _take_night(context, url, server_ports, establishments, workers)
         finally:
             stop.set()
             for server in servers:
                 server.join(timeout=30)
             drop_database(ADMIN_URL, name)
+    return run
+
+
+def _take_night(context, url: str, server_ports: list[int], establishments: list[dict], workers: int) -> dict:
+    """List the inbox, then load with one process per SFTP server; checks that every file listed
+    was loaded, once."""
+    region = bench_region(establishments)
+    todo, ready, results = context.Queue(), context.Queue(), context.Queue()
+    # The loaders start and connect first (Airflow's per-task start is not measured here).
+    processes = [context.Process(target=loader, args=(url, port, establishments, todo, ready, results))
+                 for port in server_ports]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        ready.get(timeout=120)
+    with psycopg.connect(url) as conn:
+        journal_before = conn.execute("SELECT coalesce(max(id), 0) FROM received_file").fetchone()[0]
+    started = time.perf_counter()
+    busy_before, _ = machine_busy()
+    listing = IngestSummary()
+    transport, sftp = sftp_session(server_ports[0])
+    try:
+        with psycopg.connect(url) as conn:
+            to_take = list_inbox(conn, SftpInbox(sftp), region, listing)
+    finally:
+        transport.close()
+    for folder, files in sorted(to_take.items()):
+        todo.put((folder, [vars(f) for f in files]))
+    for _ in range(workers):
+        todo.put(None)
+    done = [results.get() for _ in processes]
+    seconds = time.perf_counter() - started
+    busy = machine_busy()[0] - busy_before
+    for process in processes:
+        process.join()
+    with psycopg.connect(url) as conn:
+        loaded, per_file = conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'loaded'), count(*) FROM received_file WHERE id > %s",
+            (journal_before,)).fetchone()
+        replaced = conn.execute("SELECT count(*) FROM file_day WHERE superseded_by > %s",
+                                (journal_before,)).fetchone()[0]
     summary = IngestSummary.merged([d["summary"] for d in done])
     if summary.failed or loaded != len(to_take) or per_file != loaded:
         raise SystemExit(f"run with {workers} loader(s) is wrong: {loaded} loaded of {len(to_take)} "
                          f"({per_file} journal rows), failed: {summary.failed}")
     return {"workers": workers, "seconds": seconds, "summary": summary, "loaders": done,
-            "listing": listing.timings["listing"], "cores_busy": busy / seconds}
+            "listing": listing.timings["listing"], "cores_busy": busy / seconds, "days_replaced": replaced}
 
 
 def generate(root: Path, establishments: list[dict], visits_per_day: float) -> int:
@@ -183,12 +201,51 @@ def generate(root: Path, establishments: list[dict], visits_per_day: float) -> i
     return visits
 
 
+def generate_two_nights(first: Path, second: Path, establishments: list[dict], visits_per_day: float) -> int:
+    """Two consecutive nights: each establishment's 8 days written once, then cut into the file
+    of the night before (days 1-7) and the measured night's (days 2-8): the 6 days they share hold
+    the same visits, as an establishment's consecutive extracts do. Returns the second night's visits."""
+    visits = 0
+    start = END - timedelta(days=7)
+    first.mkdir(parents=True)
+    for i, establishment in enumerate(establishments):
+        whole = first.parent / f"{establishment['finess']}.8j.xml"
+        write_oscour_file(whole, establishment["finess"], 0, start, END, visits_per_day=visits_per_day, seed=i)
+        for root, (begin, end) in ((first, (start, END - timedelta(days=1))), (second, (start + timedelta(days=1), END))):
+            depot = root / establishment["finess"] / "depot"
+            depot.mkdir(parents=True)
+            path = depot / f"RPU_{establishment['finess']}.xml"
+            kept = _cut(whole, path, begin, end)
+            stamp = time.time() - 600
+            os.utime(path, (stamp, stamp))
+        visits += kept
+        whole.unlink()
+    return visits
+
+
+def _cut(whole: Path, path: Path, begin: date, end: date) -> int:
+    """The visits of ``whole`` with ENTREE from ``begin`` to ``end``, as that period's extract."""
+    tree = etree.parse(str(whole))
+    header = tree.find("ETABLISSEMENT")
+    header.find("DATEDEBUT").text, header.find("DATEFIN").text = f"{begin:%d/%m/%Y}", f"{end:%d/%m/%Y}"
+    header.find("EXTRACT").text = f"{end + timedelta(days=1):%d/%m/%Y} 02:30:00"
+    kept = 0
+    for patient in tree.iter("PATIENT"):
+        day = datetime.strptime(patient.findtext("ENTREE")[:10], "%d/%m/%Y").date()
+        if begin <= day <= end:
+            kept += 1
+        else:
+            patient.getparent().remove(patient)
+    tree.write(str(path), xml_declaration=True, encoding="UTF-8")
+    return kept
+
+
 def report(run: dict) -> None:
     totals = run["summary"].totals()
     seconds = run["seconds"]
     print(f"  {run['workers']} loader(s): {seconds:.1f} s wall, {totals['loaded']} files, "
           f"{totals['visits_loaded']:,} visits ({totals['visits_loaded'] / seconds:,.0f} visits/s); "
-          f"listing {run['listing']:.1f} s; cores busy {run['cores_busy']:.2f} of {os.cpu_count()} "
+          f"{run['days_replaced']} days replaced; listing {run['listing']:.1f} s; cores busy {run['cores_busy']:.2f} of {os.cpu_count()} "
           "(loaders + PostgreSQL + SFTP server)")
     for loader_run in sorted(run["loaders"], key=lambda d: d["pid"]):
         part = loader_run["summary"]
@@ -204,6 +261,9 @@ def main() -> None:
     parser.add_argument("--establishments", type=int, default=100)
     parser.add_argument("--visits-per-day", type=float, default=500)
     parser.add_argument("--workers", default="1", help="loader counts to run in turn, e.g. 1,2 (default 1)")
+    parser.add_argument("--second-night", action="store_true",
+                        help="measure the night after (each establishment's file replaces 6 days loaded the "
+                             "night before, as in production); without it, the first night of a fresh database")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of the loader counts, in alternate order (the first run of a round is not "
                              "always the same count); the speedup quoted is the median of the rounds'")
@@ -220,16 +280,21 @@ def main() -> None:
 
     establishments = demo_establishments(args.establishments, seed=11)
     with tempfile.TemporaryDirectory(prefix="rpu-night-") as workdir:
-        template = Path(workdir) / "night"
+        template, before = Path(workdir) / "night", None
         clock = time.perf_counter()
-        visits = generate(template, establishments, args.visits_per_day)
-        print(f"{args.establishments} establishments, one 7-day file each: {visits:,} visits "
+        if args.second_night:
+            before = Path(workdir) / "night-before"
+            visits = generate_two_nights(before, template, establishments, args.visits_per_day)
+        else:
+            visits = generate(template, establishments, args.visits_per_day)
+        which = "the second night (6 of its 7 days replace the night before's)" if before else "a first night"
+        print(f"{args.establishments} establishments, one 7-day file each: {visits:,} visits, {which} "
               f"(generated in {time.perf_counter() - clock:.0f} s); {os.cpu_count()} cores")
         rounds = []
         for number in range(args.repeat):
             runs = {}
             for workers in counts if number % 2 == 0 else counts[::-1]:
-                run = one_night(template, establishments, workers)
+                run = one_night(template, establishments, workers, before)
                 report(run)
                 runs[workers] = run
             rounds.append(runs)
