@@ -51,7 +51,7 @@ from rpu.formats.validation import (
     _TRANSPORTS,
     _TRANSPORTS_PEC,
 )
-from rpu.store.copy_text import TEXTS_KEPT, line
+from rpu.store.copy_text import CLOCK_TEXT, DAY_TEXT, clock_text, day_text, line
 
 import_datetime()
 
@@ -60,9 +60,7 @@ cdef dict communes = _COMMUNES, motifs = _MOTIFS
 cdef set cp_seen = _CP_SEEN, cim10_seen = _CIM10_SEEN, ccam_seen = _CCAM_SEEN
 cdef dict provenance_by_mode = PROVENANCE_BY_MODE_ENTREE, destination_by_mode = DESTINATION_BY_MODE_SORTIE
 cdef dict orient_by_mode = ORIENT_BY_MODE_SORTIE
-# The COPY text of a date or a time of day, by its text as received (the key just looked up in
-# the caches above, whose hash is then already computed): copy_text's day_text, clock_text.
-cdef dict day_texts = {}, clock_texts = {}
+cdef dict day_texts = DAY_TEXT, clock_texts = CLOCK_TEXT
 cdef Py_ssize_t _TABS = 23  # between the 24 cells of a row
 
 
@@ -73,32 +71,26 @@ cdef inline bint _all_in(list items, set seen):
     return True
 
 
-cdef bint _read(str text):
-    # A date not read yet, read by the checker's parse_datetime: it puts the halves of a text in
-    # the national spelling in the caches above (anything else is not taken).
-    try:
-        parse_datetime(text)
-    except ValueError:
-        return False
-    return True
+cdef tuple _halves(str text):
+    # (day, time of day) of an ENTREE or a SORTIE: its halves already read, or read now by the
+    # checker's parse_datetime, which puts the halves of a text in the national spelling in the
+    # caches (keys without surrounding whitespace); None for anything else (not taken).
+    cdef str day_key = text[:10], clock_key = text[10:]
+    day, clock = seen_days.get(day_key), seen_clocks.get(clock_key)
+    if day is None or clock is None:
+        try:
+            parse_datetime(text)
+        except ValueError:
+            return None
+        day, clock = seen_days.get(day_key), seen_clocks.get(clock_key)
+        if day is None or clock is None:
+            return None
+    return day, clock
 
 
-cdef inline str _day_text(str received, day):
-    text = day_texts.get(received)
-    if text is None:
-        text = day.isoformat()
-        if len(day_texts) < TEXTS_KEPT:
-            day_texts[received] = text
-    return text
-
-
-cdef inline str _clock_text(str received, clock):
-    text = clock_texts.get(received)
-    if text is None:
-        text = " " + clock.isoformat()
-        if len(clock_texts) < TEXTS_KEPT:
-            clock_texts[received] = text
-    return text
+cdef inline str _timestamp(day, clock):
+    # copy_text.timestamp, its caches looked up here.
+    return (day_texts.get(day) or day_text(day)) + (clock_texts.get(clock) or clock_text(clock))
 
 
 cdef inline object _combine(day, clock):
@@ -141,15 +133,10 @@ cdef class CleanRows:
          gravite, dp, sortie_text, mode_sortie, destination, orient) = raw.values
         if entree_text is None:
             return False
-        # The halves of a date already read (their keys hold no surrounding whitespace).
-        cdef str day_key = entree_text[:10], clock_key = entree_text[10:]
-        day = seen_days.get(day_key)
-        clock = seen_clocks.get(clock_key)
-        if (day is None or clock is None) and _read(entree_text):
-            day = seen_days.get(day_key)
-            clock = seen_clocks.get(clock_key)
-        if day is None or clock is None:
+        halves = _halves(entree_text)
+        if halves is None:
             return False
+        day, clock = halves
         entree = _combine(day, clock)
         if self.extracted_by is not None and entree > self.extracted_by:
             return False
@@ -190,18 +177,13 @@ cdef class CleanRows:
                     age -= 1
                 if not 0 <= age <= 120:
                     return False
-            birth_text = _day_text(naissance, birth)
+            birth_text = day_texts.get(birth) or day_text(birth)
         cdef str sortie_cell = ""
-        cdef str sortie_day_key, sortie_clock_key
         if sortie_text is not None:
-            sortie_day_key, sortie_clock_key = sortie_text[:10], sortie_text[10:]
-            sortie_day = seen_days.get(sortie_day_key)
-            sortie_clock = seen_clocks.get(sortie_clock_key)
-            if (sortie_day is None or sortie_clock is None) and _read(sortie_text):
-                sortie_day = seen_days.get(sortie_day_key)
-                sortie_clock = seen_clocks.get(sortie_clock_key)
-            if sortie_day is None or sortie_clock is None:
+            halves = _halves(sortie_text)
+            if halves is None:
                 return False
+            sortie_day, sortie_clock = halves
             if sortie_day is day:  # the same day (one object per day read): no stay can be too long
                 if sortie_clock < clock:
                     return False
@@ -209,7 +191,7 @@ cdef class CleanRows:
                 sortie = _combine(sortie_day, sortie_clock)
                 if sortie < entree or sortie - entree > MAX_STAY:
                     return False
-            sortie_cell = _day_text(sortie_day_key, sortie_day) + _clock_text(sortie_clock_key, sortie_clock)
+            sortie_cell = _timestamp(sortie_day, sortie_clock)
         allowed = provenance_by_mode.get(mode_entree)
         if allowed and provenance in _PROVENANCES and provenance not in allowed:
             return False
@@ -228,7 +210,7 @@ cdef class CleanRows:
         # copy_in's row, cell by cell in RPU_COLUMNS' order; a clean visit has no extension nor flag.
         cdef str row = (
             f"{self.file_cell}\t{raw.position}\t{self.header_cells}\t{cp or ''}\t{commune or ''}\t{birth_text}\t"
-            f"{sexe or ''}\t{_day_text(day_key, day)}{_clock_text(clock_key, clock)}\t{mode_entree or ''}\t"
+            f"{sexe or ''}\t{_timestamp(day, clock)}\t{mode_entree or ''}\t"
             f"{provenance or ''}\t{transport or ''}\t{transport_pec or ''}\t{motif or ''}\t{gravite or ''}\t"
             f"{dp or ''}\t{_array(da)}\t{_array(actes)}\t{sortie_cell}\t{mode_sortie or ''}\t"
             f"{destination or ''}\t{orient or ''}\t\t{{}}\n")
