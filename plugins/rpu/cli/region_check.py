@@ -110,10 +110,16 @@ def check_postgres(c: ConnectionSpec, timeout: float) -> tuple[bool, str, list[s
               "connect_timeout": max(2, round(timeout))}
     params.update({k: v for k, v in c.extras.items() if k in ("sslmode", "sslrootcert", "sslcert", "sslkey")})
     with psycopg.connect(**{k: v for k, v in params.items() if v is not None}) as conn:
+        # psycopg reads the dates and times the server sends only in ISO: under another DateStyle
+        # (a French 'SQL, DMY' set on the database or the role) every load would fail.
+        datestyle = conn.info.parameter_status("DateStyle") or ""
         version = store.schema_version(conn)
         server = conn.info.server_version
     newest = max((m.version for m in store.known_migrations()), default=0)
     detail = f"PostgreSQL {server // 10000}.{server % 10000}, schéma régional version {version}"
+    if not datestyle.upper().startswith("ISO"):
+        return False, detail + (f" ; DateStyle « {datestyle} » : le concentrateur lit les dates au format ISO, "
+                                f"rétablissez-le (ALTER DATABASE {params['dbname']} SET datestyle = 'ISO, DMY')"), []
     if version > newest:
         return False, detail + f", plus récent que ce code (version {newest}) : mettez à jour le concentrateur", []
     if version < newest:
