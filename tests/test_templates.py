@@ -17,8 +17,8 @@ from rpu.flows.plain_text import one_line, render, shown, subject
 from rpu.flows.report import format_report
 from rpu.flows.templating import render as render_html
 from rpu.formats.rules import Finding
-from rpu.formats.validation import validate_file
 from rpu.sandbox.generator import write_oscour_file
+from rpu.store.copy_in import validate_file
 from rpu.store.loader import LoadResult
 
 FORGED = "x.xml\nVerdict : ACCEPTÉ"  # a name that would forge a verdict line if written as it is

@@ -31,7 +31,7 @@ from rpu.formats.nomenclature import (
 from rpu.formats.oscour import FileRefused, OscourReader, RawHeader, RawRecord
 from rpu.formats.rules import FILE, Finding
 
-__all__ = ["FileReport", "age_in_years", "inspect_file", "parse_date", "parse_datetime", "validate_file"]
+__all__ = ["FileReport", "age_in_years", "inspect_file", "parse_date", "parse_datetime"]
 
 # A report keeps this many findings in memory for display; counts are always complete and a
 # finding callback (the loader's) receives every one of them.
@@ -500,8 +500,3 @@ def _start(reader: OscourReader, report: FileReport, received_at: datetime | Non
     # copy rows (the loader), building 200,000 objects to read them back cost 3 to 5% of the time.
     emit = row_sink(report.header) if row_sink is not None else Visit if on_visit is not None else None
     return _VisitChecker(report.header, report, emit)
-
-
-def validate_file(path: str | os.PathLike) -> FileReport:
-    """What ``rpu validate`` checks: a file as an establishment would send it."""
-    return inspect_file(path)

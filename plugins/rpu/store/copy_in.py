@@ -10,7 +10,7 @@ import json
 from rpu.formats.model import Header
 from rpu.formats.rules import FILE, RULES, Finding
 from rpu.formats.validation import FileReport, inspect_file
-from rpu.store.copy_text import DAY_TEXT, ESCAPES, array, day_text, line, timestamp
+from rpu.store.copy_text import ESCAPES, array, day_text, line, timestamp
 
 RPU_COLUMNS = (
     "received_file_id", "record_no", "finess", "ordre", "cp", "commune", "naissance", "sexe", "entree",
@@ -79,7 +79,7 @@ class VisitLines:
             # A missing value is an empty cell (the COPY's NULL): no text value is ever empty.
             lines.append(line((
                 file_cell, str(position), *header_cells, cp or "", commune or "",
-                "" if naissance is None else DAY_TEXT.get(naissance) or day_text(naissance), sexe or "",
+                "" if naissance is None else day_text(naissance), sexe or "",
                 timestamp(entree), mode_entree or "", provenance or "", transport or "", transport_pec or "",
                 motif or "", gravite or "", dp or "", array(da) if da else "{}", array(actes) if actes else "{}",
                 "" if sortie is None else timestamp(sortie), mode_sortie or "", destination or "", orient or "",
@@ -92,8 +92,8 @@ class VisitLines:
 
 
 def validate_file(path) -> FileReport:
-    """What ``rpu validate`` checks: formats.validation.validate_file's report, its clean visits
-    counted in C (clean_rows.pyx, when built) instead of through every check in Python."""
+    """What ``rpu validate`` checks: a file as an establishment would send it, read and validated
+    by inspect_file, its clean visits counted in C (clean_rows.pyx, when built)."""
     if CleanRows is None:
         return inspect_file(path)
     return inspect_file(path, clean_sink=lambda header, report: CleanRows(header, report).take)
