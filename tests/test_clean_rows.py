@@ -89,6 +89,42 @@ def test_odd_values_take_the_checkers_path_and_come_out_the_same():
     assert kept == 2 * len(odd) - 2 and taken >= 4  # two ENTREE after EXTRACT rejected
 
 
+def test_dates_read_from_their_digits_as_the_checker_reads_them():
+    # The compiled path reads a date in the exact national spelling from its digits (anything
+    # else through the checker's parsers): calendar edges, bounds of each part, spellings it must
+    # leave to the checker, the EXTRACT and the 72-hour stay to the second.
+    odd = [f"<NAISSANCE>{text}</NAISSANCE>" for text in (
+        "29/02/2024", "29/02/2023", "29/02/2000", "29/02/1900", "31/04/1990", "30/04/1990", "00/01/1990",
+        "01/13/1990", "01/00/1990", "01/01/0000", "+1/01/1990", "01/01/1990 ", "1/01/1990", "04/11/1906",
+        "05/11/1906", "04/11/2026", "05/11/2026")]
+    odd += [f"<ENTREE>{text}</ENTREE>" for text in (
+        "04/11/2026 24:00", "04/11/2026 23:60", "04/11/2026 23:59:59", "04/11/2026 10:00:60", "04/11/2026 10:00:5",
+        "+4/11/2026 10:00", "04/11/2026 10:0a", "04/11/2026T10:00", "04/11/2026 10:00 ", "04/11/2026 10:00:00",
+        "08/11/2026 03:00:00", "08/11/2026 03:00:01", "01/11/2026 00:00", "31/10/2026 23:59:59")]
+    odd += [f"<SORTIE>{text}</SORTIE>" for text in (
+        "07/11/2026 10:00", "07/11/2026 10:00:01", "04/11/2026 09:59:59", "04/11/2026 10:00", "31/11/2026 10:00",
+        "05/11/2026 00:00:00")]
+    base = {"CP": "67000", "COMMUNE": "STRASBOURG", "NAISSANCE": "11/03/1948", "SEXE": "F",
+            "ENTREE": "04/11/2026 10:00", "MODE_ENTREE": "8", "PROVENANCE": "5", "GRAVITE": "2", "DP": "R51",
+            "SORTIE": "04/11/2026 12:00:30", "MODE_SORTIE": "8"}
+    patients = []
+    for change in odd:
+        name = change[1:change.index(">")]
+        fields = "".join(f"<{k}>{v}</{k}>" for k, v in base.items() if k != name)
+        patients.append(f"<PATIENT>{fields}{change}</PATIENT>" * 2)
+    for cold in (True, False):
+        taken, kept = _same_lines_and_counts(_file("".join(patients)), cold)
+        assert taken >= len(odd) // 2, taken  # the valid ones are taken by the compiled path
+    # A century that is not a leap year (no clean visit before 2100 can show it).
+    century = "".join(f"<PATIENT><SEXE>F</SEXE><ENTREE>{day} 10:00</ENTREE><MODE_ENTREE>8</MODE_ENTREE>"
+                      f"<PROVENANCE>5</PROVENANCE><GRAVITE>2</GRAVITE></PATIENT>" * 2
+                      for day in ("28/02/2100", "29/02/2100", "01/03/2100"))
+    data = _file(century).replace(b"2026", b"2100").replace(b"01/11/2100", b"27/02/2100").replace(
+        b"07/11/2100", b"02/03/2100").replace(b"08/11/2100", b"03/03/2100")
+    taken, kept = _same_lines_and_counts(data, cold=False)
+    assert (taken, kept) == (4, 4)  # 29/02/2100 does not exist: those two visits are rejected
+
+
 def _file(patients: str) -> bytes:
     return ("<OSCOUR><ETABLISSEMENT><FINESS>670780691</FINESS><ORDRE>0</ORDRE><EXTRACT>08/11/2026 03:00:00"
             "</EXTRACT><DATEDEBUT>01/11/2026</DATEDEBUT><DATEFIN>07/11/2026</DATEFIN></ETABLISSEMENT><PASSAGES>"
@@ -99,10 +135,12 @@ def _file(patients: str) -> bytes:
 _VALUES = {
     "CP": ["67000", "67000", " 67000", "6700", ""],
     "COMMUNE": ["STRASBOURG", "Sélestat", "SAINT  DIÉ", "A\\B", "\u00a0X", ""],
-    "NAISSANCE": ["11/03/1948", "01/01/2026", "31/12/1905", "1948-03-11", "29/02/2023", " 11/03/1948", ""],
+    "NAISSANCE": ["11/03/1948", "01/01/2026", "31/12/1905", "1948-03-11", "29/02/2023", "29/02/2024", " 11/03/1948",
+                  "31/04/1990", "1/03/1948", ""],
     "SEXE": ["F", "M", "I", "m", "X", ""],
     "ENTREE": ["04/11/2026 10:00", "04/11/2026 10:00:59", "31/10/2026 23:59", "08/11/2026 02:00", "08/11/2026 04:00",
-               "4/11/2026 10:00", "04/11/2026  10:00", ""],
+               "4/11/2026 10:00", "04/11/2026  10:00", "04/11/2026 24:00", "08/11/2026 03:00:01", "+4/11/2026 10:00",
+               ""],
     "MODE_ENTREE": ["8", "6", "7", "9", ""],
     "PROVENANCE": ["5", "1", "8", "", "0"],
     "TRANSPORT": ["PERSO", "SMUR", "perso", ""],
@@ -110,7 +148,8 @@ _VALUES = {
     "MOTIF": ["NEURO02", "R509", "a  b", "x\\y", ""],
     "GRAVITE": ["2", "5", "D", "X", ""],
     "DP": ["R51", "J06.9", "j069", "Z", "R53+1", ""],
-    "SORTIE": ["04/11/2026 12:00", "04/11/2026 09:00", "07/11/2026 11:00", "05/11/2026 01:00:07", "x", ""],
+    "SORTIE": ["04/11/2026 12:00", "04/11/2026 09:00", "07/11/2026 11:00", "05/11/2026 01:00:07", "07/11/2026 10:00:01",
+               "31/11/2026 10:00", "x", ""],
     "MODE_SORTIE": ["8", "6", "7", "9", ""],
     "DESTINATION": ["1", "6", "", "9"],
     "ORIENT": ["MED", "REA", "FUGUE", "", "XX"],
