@@ -410,6 +410,36 @@ def test_a_planted_link_never_makes_us_write_elsewhere(region_file, regional_db,
     assert "Liens symboliques" in told[0] and f"{attacker}/traites/nuit.xml.rapport.txt.part" in told[0]
 
 
+def test_archive_folders_are_swept_for_links_once_a_day(region_file, regional_db, clean_sftp):
+    # traites/, rejetes/ and attente/ grow by a file and its report a night: they are swept for
+    # links at the first listing, then once a day; the establishment's folder and its depot/ at
+    # every listing. Meanwhile a link there is never written through.
+    root = clean_sftp.root
+    finess = ESTABLISHMENTS[13]["finess"]
+    drop(root, finess, "lundi.xml")
+    _inbox_run(regional_db)
+    secret = root / "secret.txt"
+    secret.write_text("à ne pas écraser")
+    os.symlink(secret, root / finess / "traites" / "mardi.xml")  # the archive name of the next file
+    os.symlink(secret, root / finess / "traites" / "mardi.xml.rapport.txt")
+    os.symlink(root / finess / "traites", root / finess / "depot" / "lien")
+    drop(root, finess, "mardi.xml", defects=["VALUE_NOT_IN_SET"], seed=8)  # a report is written too
+    _summary, told = _inbox_run(regional_db)
+    assert secret.read_text() == "à ne pas écraser"
+    traites = root / finess / "traites"
+    assert sorted(p.name for p in traites.iterdir() if not p.is_symlink()) == [
+        "lundi.xml", "mardi.1.xml", "mardi.1.xml.rapport.txt"]
+    assert (traites / "mardi.xml").is_symlink()  # not swept again within the day
+    assert not (root / finess / "depot" / "lien").exists()  # depot/: at every listing
+    assert f"{finess}/depot/lien" in told[0] and "traites/mardi.xml" not in told[0]
+    with psycopg.connect(regional_db) as conn:
+        conn.execute("UPDATE inbox_sweep SET swept_at = swept_at - interval '1 day'")
+    _summary, told = _inbox_run(regional_db)  # a day later: nothing to load, the archives swept
+    assert not any(p.is_symlink() for p in traites.iterdir())
+    assert f"{finess}/traites/mardi.xml.rapport.txt" in told[0] and secret.read_text() == "à ne pas écraser"
+    assert [r[2] for r in journal(regional_db)] == ["loaded", "loaded"]
+
+
 def test_a_file_uploaded_again_during_its_load_stays_for_the_next_run(region_file, regional_db, clean_sftp):
     root = clean_sftp.root
     finess = ESTABLISHMENTS[12]["finess"]

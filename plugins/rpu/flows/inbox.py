@@ -19,6 +19,7 @@ import posixpath
 import secrets
 import stat
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import paramiko
@@ -29,6 +30,9 @@ REPORT_SUFFIX = ".rapport.txt"
 _TEMPORARY_SUFFIXES = (".part", ".tmp", ".temp", ".filepart", ".partial", ".crdownload", "~")
 # A file unchanged for this long is complete even if the previous listing did not see it.
 SETTLE_SECONDS = 600  # the default of [intake] settle_seconds (rpu.config.region)
+# The archive folders (traites/, rejetes/, attente/) grow by a file and its report a night:
+# swept for links this often, not at every listing (see migration 011).
+ARCHIVES_SWEPT_EVERY = timedelta(days=1)
 # Bytes a download channel lets the server send ahead (paramiko's default, 2 MiB, made each
 # download wait on window adjustments: a night's downloads took 2.5 times as long). paramiko
 # hands the data to the local file as it comes: this is a bound, not memory held.
@@ -59,24 +63,26 @@ class SftpInbox:
         return sorted(entry.filename for entry in self.sftp.listdir_attr(self.base or ".")
                       if stat.S_ISDIR(entry.st_mode or 0) and not entry.filename.startswith("."))
 
-    def files(self, folder: str) -> list[InboxFile]:
-        """The regular files of ``<folder>/depot/``. A symbolic link anywhere in the
-        establishment's folders is never followed: it is removed (the link only, never what it
-        points to) and listed in ``self.links_removed`` for the ORU."""
+    def files(self, folder: str, *, archives: bool = False) -> list[InboxFile]:
+        """The regular files of ``<folder>/depot/``. A symbolic link in the establishment's
+        folder or its depot/ (and in traites/, rejetes/ and attente/ with ``archives``) is never
+        followed: it is removed (the link only, never what it points to) and listed in
+        ``self.links_removed`` for the ORU."""
         # depot/ as the link check just listed it (one round trip fewer per establishment, twice
         # a night): a link removed there was never a regular file.
-        entries = self._refuse_links(folder)
+        entries = self._refuse_links(folder, archives)
         return sorted(
             (InboxFile(posixpath.join(folder, DEPOT, e.filename), e.st_size or 0, int(e.st_mtime or 0))
              for e in entries if stat.S_ISREG(e.st_mode or 0)),
             key=lambda f: (f.mtime, f.path),
         )
 
-    def _refuse_links(self, folder: str) -> list:
-        """Remove the links of the establishment's folders; returns depot/'s entries ([] when it
+    def _refuse_links(self, folder: str, archives: bool) -> list:
+        """Remove the links of the establishment's folder and depot/ (and, with ``archives``, of
+        its archive folders, which grow by a file a night); returns depot/'s entries ([] when it
         is missing, or was a link: removed with the establishment's own entries, listed first)."""
         depot = []
-        for sub in ("", DEPOT, PROCESSED, REJECTED, HELD):
+        for sub in ("", DEPOT) + ((PROCESSED, REJECTED, HELD) if archives else ()):
             directory = posixpath.join(folder, sub) if sub else folder
             try:
                 entries = self.sftp.listdir_attr(self._path(directory))

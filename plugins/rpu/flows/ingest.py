@@ -27,7 +27,17 @@ import paramiko
 import psycopg
 
 from rpu.config.region import Region
-from rpu.flows.inbox import DEPOT, HELD, PROCESSED, REJECTED, REPORT_SUFFIX, InboxFile, free_name, is_temporary_name
+from rpu.flows.inbox import (
+    ARCHIVES_SWEPT_EVERY,
+    DEPOT,
+    HELD,
+    PROCESSED,
+    REJECTED,
+    REPORT_SUFFIX,
+    InboxFile,
+    free_name,
+    is_temporary_name,
+)
 from rpu.flows.inbox import SETTLE_SECONDS as SETTLE_SECONDS  # where the demo and the task bodies look for them
 from rpu.flows.inbox import SftpInbox as SftpInbox
 from rpu.flows.ingest_reports import IngestSummary, Notify, held_file, report_text, tell_oru
@@ -82,14 +92,19 @@ def list_inbox(
         "SELECT path, size, mtime FROM inbox_failure WHERE next_try_at > now()")}
     conn.commit()
     _resume_truncated(conn, inbox, registered, summary)
+    swept_lately = {row[0] for row in conn.execute(
+        "SELECT folder FROM inbox_sweep WHERE swept_at > now() - %s", (ARCHIVES_SWEPT_EVERY,))}
+    conn.commit()
     listing: dict[str, InboxFile] = {}
     to_take: dict[str, list[InboxFile]] = {}
+    swept: list[str] = []
     server_now = _server_time(inbox, now)
     for folder in inbox.folders():
         if folder not in registered:
             summary.unknown_folders.append(folder)
             continue
-        for inbox_file in inbox.files(folder):
+        archives = folder not in swept_lately
+        for inbox_file in inbox.files(folder, archives=archives):
             if is_temporary_name(posixpath.basename(inbox_file.path)):
                 continue
             listing[inbox_file.path] = inbox_file
@@ -99,8 +114,10 @@ def list_inbox(
                 to_take.setdefault(folder, []).append(inbox_file)
             else:
                 summary.folder(folder).waiting += 1
+        if archives:
+            swept.append(folder)
     summary.links_removed += getattr(inbox, "links_removed", [])
-    _remember_listing(conn, listing)
+    _remember_listing(conn, listing, swept)
     purge_replaced(conn, region.keep_replaced_days)
     conn.commit()
     summary.timings["listing"] += time.monotonic() - clock
@@ -339,8 +356,10 @@ def _resume_truncated(conn, inbox, registered: set[str], summary: IngestSummary)
             conn.execute("DELETE FROM inbox_watch WHERE path = %s", (path,))
 
 
-def _remember_listing(conn, listing: dict[str, InboxFile]) -> None:
+def _remember_listing(conn, listing: dict[str, InboxFile], swept: list[str]) -> None:
     with conn.transaction():
+        conn.execute("INSERT INTO inbox_sweep (folder, swept_at) SELECT unnest(%s::text[]), now()"
+                     " ON CONFLICT (folder) DO UPDATE SET swept_at = EXCLUDED.swept_at", (swept,))
         conn.execute("DELETE FROM inbox_listing")
         with conn.cursor() as cursor, cursor.copy("COPY inbox_listing (path, size, mtime) FROM STDIN") as copy:
             for inbox_file in listing.values():
