@@ -6,6 +6,7 @@
     .venv/bin/python benchmarks/ingest_night.py --france              # 700 establishments x 7 days (~420,000 visits), 2 loaders
     .venv/bin/python benchmarks/ingest_night.py --second-night --workers 1,2   # the night after: 6 days replaced each
     .venv/bin/python benchmarks/ingest_night.py --establishments 20 --workers 1,2
+    .venv/bin/python benchmarks/ingest_night.py --archived-nights 365 # a night after a year of archives in traites/
 
 What rpu_ingest does with one ``load`` instance per establishment and the pool ``rpu_db`` (or
 Celery workers) letting W of them run at once: one listing (``list_inbox``), then W loader
@@ -108,11 +109,14 @@ def sftp_server(root: Path, ports, stop) -> None:
     server.stop()
 
 
-def one_night(template: Path, establishments: list[dict], workers: int, before: Path | None = None) -> dict:
+def one_night(template: Path, establishments: list[dict], workers: int, before: Path | None = None,
+              archived_nights: int = 0) -> dict:
     """Copy the night's files to a fresh SFTP root, migrate a fresh database, list the inbox,
     then load with ``workers`` processes. Returns the wall time and what each loader did.
     ``before``: the files of the night before, loaded first the same way (not measured), so that
     the measured night replaces 6 days of each establishment, as every night in production does.
+    ``archived_nights``: each establishment's traites/ first holds that many nights' files and
+    reports, swept for links by a listing before the night (the day's earlier runs do it).
 
     Each loader has an SFTP server process of its own, as each session has its own sftp-server
     process under OpenSSH's sshd (the region's server): one Python server for every session
@@ -133,13 +137,37 @@ def one_night(template: Path, establishments: list[dict], workers: int, before: 
                 migrate(conn)
             for night in ([before] if before else []) + [template]:
                 shutil.copytree(night, root, dirs_exist_ok=True)
+                sweep = _archive_and_sweep(root, url, server_ports[0], establishments, archived_nights)
                 run = _take_night(context, url, server_ports, establishments, workers)
+                run["sweep"] = sweep
         finally:
             stop.set()
             for server in servers:
                 server.join(timeout=30)
             drop_database(ADMIN_URL, name)
     return run
+
+
+def _archive_and_sweep(root: Path, url: str, port: int, establishments: list[dict], nights: int) -> float | None:
+    """Put ``nights`` nights of archives (a file and its report each) in every establishment's
+    traites/, then list the inbox once, as the day's earlier runs did: that listing sweeps the
+    archive folders for links (once a day). Returns its seconds (None without archives)."""
+    if not nights:
+        return None
+    for establishment in establishments:
+        traites = root / establishment["finess"] / "traites"
+        traites.mkdir(parents=True, exist_ok=True)
+        for night in range(nights):
+            for suffix in ("", ".rapport.txt"):
+                (traites / f"RPU_{establishment['finess']}_{night:04d}.xml{suffix}").touch()
+    transport, sftp = sftp_session(port)
+    try:
+        with psycopg.connect(url) as conn:
+            started = time.perf_counter()
+            list_inbox(conn, SftpInbox(sftp), bench_region(establishments), IngestSummary())
+            return time.perf_counter() - started
+    finally:
+        transport.close()
 
 
 def _take_night(context, url: str, server_ports: list[int], establishments: list[dict], workers: int) -> dict:
@@ -247,6 +275,8 @@ def report(run: dict) -> None:
           f"{totals['visits_loaded']:,} visits ({totals['visits_loaded'] / seconds:,.0f} visits/s); "
           f"{run['days_replaced']} days replaced; listing {run['listing']:.1f} s; cores busy {run['cores_busy']:.2f} of {os.cpu_count()} "
           "(loaders + PostgreSQL + SFTP server)")
+    if run.get("sweep") is not None:
+        print(f"    before the night, the day's listing that swept the archive folders: {run['sweep']:.1f} s")
     for loader_run in sorted(run["loaders"], key=lambda d: d["pid"]):
         part = loader_run["summary"]
         taken = sum(f["loaded"] + f["rejected"] + f["duplicate"] + f["superseded"]
@@ -267,6 +297,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of the loader counts, in alternate order (the first run of a round is not "
                              "always the same count); the speedup quoted is the median of the rounds'")
+    parser.add_argument("--archived-nights", type=int, default=0,
+                        help="each establishment's traites/ first holds this many nights' files and reports "
+                             "(365: a year), swept for links by a listing before the night, as once a day")
     parser.add_argument("--france", action="store_true",
                         help=f"a night of France: {FRANCE_ESTABLISHMENTS} establishments x 7 days, "
                              f"{FRANCE_VISITS_PER_YEAR:,} visits a year (~420,000 in the night's files), 2 loaders")
@@ -294,7 +327,7 @@ def main() -> None:
         for number in range(args.repeat):
             runs = {}
             for workers in counts if number % 2 == 0 else counts[::-1]:
-                run = one_night(template, establishments, workers, before)
+                run = one_night(template, establishments, workers, before, args.archived_nights)
                 report(run)
                 runs[workers] = run
             rounds.append(runs)
