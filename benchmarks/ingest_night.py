@@ -115,8 +115,9 @@ def one_night(template: Path, establishments: list[dict], workers: int, before: 
     then load with ``workers`` processes. Returns the wall time and what each loader did.
     ``before``: the files of the night before, loaded first the same way (not measured), so that
     the measured night replaces 6 days of each establishment, as every night in production does.
-    ``archived_nights``: each establishment's traites/ first holds that many nights' files and
-    reports, swept for links by a listing before the night (the day's earlier runs do it).
+    A listing before the night sweeps the archive folders for links, as the day's earlier runs
+    do (once a day); ``archived_nights``: each establishment's traites/ first holds that many
+    nights' files and reports.
 
     Each loader has an SFTP server process of its own, as each session has its own sftp-server
     process under OpenSSH's sshd (the region's server): one Python server for every session
@@ -148,13 +149,12 @@ def one_night(template: Path, establishments: list[dict], workers: int, before: 
     return run
 
 
-def _archive_and_sweep(root: Path, url: str, port: int, establishments: list[dict], nights: int) -> float | None:
+def _archive_and_sweep(root: Path, url: str, port: int, establishments: list[dict], nights: int) -> float:
     """Put ``nights`` nights of archives (a file and its report each) in every establishment's
-    traites/, then list the inbox once, as the day's earlier runs did: that listing sweeps the
-    archive folders for links (once a day). Returns its seconds (None without archives)."""
-    if not nights:
-        return None
-    for establishment in establishments:
+    traites/, then list the inbox once, as the day's earlier runs did (every 15 minutes): that
+    listing sweeps the archive folders for links, which happens once a day, so the night's
+    listing is an ordinary one. Returns its seconds."""
+    for establishment in establishments if nights else ():
         traites = root / establishment["finess"] / "traites"
         traites.mkdir(parents=True, exist_ok=True)
         for night in range(nights):
@@ -275,8 +275,7 @@ def report(run: dict) -> None:
           f"{totals['visits_loaded']:,} visits ({totals['visits_loaded'] / seconds:,.0f} visits/s); "
           f"{run['days_replaced']} days replaced; listing {run['listing']:.1f} s; cores busy {run['cores_busy']:.2f} of {os.cpu_count()} "
           "(loaders + PostgreSQL + SFTP server)")
-    if run.get("sweep") is not None:
-        print(f"    before the night, the day's listing that swept the archive folders: {run['sweep']:.1f} s")
+    print(f"    before the night, the day's listing that swept the archive folders: {run['sweep']:.1f} s")
     for loader_run in sorted(run["loaders"], key=lambda d: d["pid"]):
         part = loader_run["summary"]
         taken = sum(f["loaded"] + f["rejected"] + f["duplicate"] + f["superseded"]
