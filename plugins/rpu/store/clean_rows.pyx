@@ -196,25 +196,25 @@ cdef inline void _put(char* out, int value, int width):
         value //= 10
 
 
-cdef str _day_text(Moment* m):
-    # date.isoformat()
-    cdef char out[10]
+cdef inline void _put_day(char* out, Moment* m):
+    # date.isoformat(), in 10 characters.
     _put(out, m.year, 4)
     out[4] = b'-'
     _put(out + 5, m.month, 2)
     out[7] = b'-'
     _put(out + 8, m.day, 2)
+
+
+cdef str _day_text(Moment* m):
+    cdef char out[10]
+    _put_day(out, m)
     return out[:10].decode("ascii")
 
 
 cdef str _timestamp(Moment* m):
     # copy_text.timestamp(): date.isoformat(), a space, time.isoformat()
     cdef char out[19]
-    _put(out, m.year, 4)
-    out[4] = b'-'
-    _put(out + 5, m.month, 2)
-    out[7] = b'-'
-    _put(out + 8, m.day, 2)
+    _put_day(out, m)
     out[10] = b' '
     _put(out + 11, m.hour, 2)
     out[13] = b':'
