@@ -92,7 +92,7 @@ cdef tuple _halves(str text):
 
 
 # Dates as numbers. Looking a visit's dates up in the caches above (their halves, then their
-# texts) cost a third of a clean visit: the caches are large, and each look-up a few cache
+# texts) cost about half of a clean visit: the caches are large, and each look-up a few cache
 # misses. A date in the exact national spelling is read here from its digits instead, into the
 # same numbers a date object would give; any other spelling still goes through the caches and
 # the checker's parsers, whose objects are turned into the same numbers.
