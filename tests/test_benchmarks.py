@@ -28,6 +28,7 @@ def test_the_per_core_benchmark_runs(pg_admin_url):
 
 def test_the_night_benchmark_runs_a_second_night_with_1_and_2_loaders(pg_admin_url):
     out = _bench("ingest_night.py", "--establishments", "3", "--visits-per-day", "20", "--workers", "1,2",
-                 "--second-night", admin_url=pg_admin_url)
+                 "--second-night", "--archived-nights", "2", admin_url=pg_admin_url)
     assert out.count(" wall, 3 files, ") == 2 and out.count("18 days replaced") == 2, out
+    assert out.count("the day's listing that swept the archive folders") == 2
     assert "speedup 1 -> 2 loaders" in out
