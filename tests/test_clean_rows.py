@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from datetime import date, datetime
 
 import pytest
@@ -116,8 +117,8 @@ def _each_changed(changes: list[str]) -> str:
             "SORTIE": "04/11/2026 12:00:30", "MODE_SORTIE": "8"}
     patients = []
     for change in changes:
-        name = change[1:change.index(">")]
-        fields = "".join(f"<{k}>{v}</{k}>" for k, v in base.items() if k != name)
+        names = set(re.findall(r"<([A-Z_]+)[>/ ]", change))
+        fields = "".join(f"<{k}>{v}</{k}>" for k, v in base.items() if k not in names)
         patients.append(f"<PATIENT>{fields}{change}</PATIENT>" * 2)
     return "".join(patients)
 
@@ -172,6 +173,40 @@ def _patient(draw) -> str:
 @given(patients=st.lists(_patient(), min_size=1, max_size=6), cold=st.booleans())
 def test_both_paths_agree_on_fuzzed_visits(patients, cold):
     _same_lines_and_counts(_file("".join(patient * 2 for patient in patients)), cold)
+
+
+def _parts(usual, edges: list[int]) -> st.SearchStrategy[int]:
+    """A usual value nine times in ten, else one at or past a bound."""
+    return st.tuples(st.integers(0, 9), st.sampled_from(list(usual)), st.sampled_from(edges)).map(
+        lambda drawn: drawn[2] if drawn[0] == 0 else drawn[1])
+
+
+def _clock(draw) -> str:
+    text = f" {draw(_parts(range(24), [24, 99])):02d}:{draw(_parts(range(60), [60])):02d}"
+    return text + (f":{draw(_parts(range(60), [60])):02d}" if draw(st.booleans()) else "")
+
+
+@st.composite
+def _stay(draw) -> tuple[str, str]:
+    """ENTREE mostly in the file's period (1-7 November 2026) and SORTIE mostly 0 to 2 days after
+    it, every part now and then at or past its bound."""
+    day, month = draw(_parts(range(1, 8), [0, 8, 29, 30, 31, 32])), draw(_parts([11], [10, 12, 2, 0, 13]))
+    out = day + draw(_parts(range(0, 3), [-1, 3, 4, 25]))
+    return f"{day:02d}/{month:02d}/2026" + _clock(draw), f"{out:02d}/{month:02d}/2026" + _clock(draw)
+
+
+_BIRTHS = st.tuples(_parts(range(1, 29), [0, 29, 30, 31, 32]), _parts(range(1, 13), [0, 13]),
+                    _parts([1948, 2000, 2024], [0, 1, 1900, 1904, 1906, 2026])).map(
+    lambda parts: "{:02d}/{:02d}/{:04d}".format(*parts))
+
+
+@settings(max_examples=max(200, int(os.environ.get("RPU_FUZZ_EXAMPLES", "0")) // 4), deadline=None)
+@given(dates=st.lists(st.tuples(_stay(), _BIRTHS), min_size=1, max_size=6), cold=st.booleans())
+def test_both_paths_agree_on_fuzzed_dates(dates, cold):
+    # The compiled path's own reading of dates (from their digits) against the checker's.
+    _same_lines_and_counts(_file(_each_changed(
+        [f"<ENTREE>{entree}</ENTREE><SORTIE>{sortie}</SORTIE><NAISSANCE>{birth}</NAISSANCE>"
+         for (entree, sortie), birth in dates])), cold)
 
 
 def test_compiled_rows_that_write_otherwise_are_not_used(monkeypatch):
