@@ -73,6 +73,16 @@ def machine_busy() -> tuple[float, float]:
     return (sum(fields) - idle) / ticks, sum(fields) / ticks
 
 
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds a process of this machine has used (None if it is not here: a PostgreSQL
+    elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def sftp_session(port: int) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
     transport = paramiko.Transport(("127.0.0.1", port))
     transport.connect(username=SFTP_USER, password=SFTP_PASSWORD)
@@ -87,18 +97,23 @@ def loader(url: str, port: int, establishments: list[dict], todo, ready, results
     try:
         with psycopg.connect(url) as conn:
             inbox = SftpInbox(sftp)
+            backend = conn.info.backend_pid
             ready.put(os.getpid())
             item = todo.get()
-            started = time.perf_counter()
+            started, cpu, backend_cpu = time.perf_counter(), time.process_time(), process_cpu(backend)
             while item is not None:  # None: nothing left
                 folder, files = item
                 load_establishment(conn, inbox, region, folder, [InboxFile(**f) for f in files], summary)
                 item = todo.get()
+            cpu = time.process_time() - cpu
+            backend_after = process_cpu(backend)
+            backend_cpu = None if backend_cpu is None or backend_after is None else backend_after - backend_cpu
     finally:
         transport.close()
     summary.seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    results.put({"summary": summary.as_dict(), "peak_mb": peak_mb, "pid": os.getpid()})
+    results.put({"summary": summary.as_dict(), "peak_mb": peak_mb, "pid": os.getpid(), "cpu": cpu,
+                 "backend_cpu": backend_cpu})
 
 
 def sftp_server(root: Path, ports, stop) -> None:
@@ -139,7 +154,8 @@ def one_night(template: Path, establishments: list[dict], workers: int, before: 
             for night in ([before] if before else []) + [template]:
                 shutil.copytree(night, root, dirs_exist_ok=True)
                 sweep = _archive_and_sweep(root, url, server_ports[0], establishments, archived_nights)
-                run = _take_night(context, url, server_ports, establishments, workers)
+                run = _take_night(context, url, server_ports, establishments, workers,
+                                  [server.pid for server in servers])
                 run["sweep"] = sweep
         finally:
             stop.set()
@@ -170,7 +186,8 @@ def _archive_and_sweep(root: Path, url: str, port: int, establishments: list[dic
         transport.close()
 
 
-def _take_night(context, url: str, server_ports: list[int], establishments: list[dict], workers: int) -> dict:
+def _take_night(context, url: str, server_ports: list[int], establishments: list[dict], workers: int,
+                server_pids: list[int]) -> dict:
     """List the inbox, then load with one process per SFTP server; checks that every file listed
     was loaded, once."""
     region = bench_region(establishments)
@@ -186,6 +203,7 @@ def _take_night(context, url: str, server_ports: list[int], establishments: list
         journal_before = conn.execute("SELECT coalesce(max(id), 0) FROM received_file").fetchone()[0]
     started = time.perf_counter()
     busy_before, _ = machine_busy()
+    servers_before = [process_cpu(pid) or 0.0 for pid in server_pids]
     listing = IngestSummary()
     transport, sftp = sftp_session(server_ports[0])
     try:
@@ -200,6 +218,7 @@ def _take_night(context, url: str, server_ports: list[int], establishments: list
     done = [results.get() for _ in processes]
     seconds = time.perf_counter() - started
     busy = machine_busy()[0] - busy_before
+    servers_cpu = sum((process_cpu(pid) or 0.0) - before for pid, before in zip(server_pids, servers_before, strict=True))
     for process in processes:
         process.join()
     with psycopg.connect(url) as conn:
@@ -213,7 +232,10 @@ def _take_night(context, url: str, server_ports: list[int], establishments: list
         raise SystemExit(f"run with {workers} loader(s) is wrong: {loaded} loaded of {len(to_take)} "
                          f"({per_file} journal rows), failed: {summary.failed}")
     return {"workers": workers, "seconds": seconds, "summary": summary, "loaders": done,
-            "listing": listing.timings["listing"], "cores_busy": busy / seconds, "days_replaced": replaced}
+            "listing": listing.timings["listing"], "cores_busy": busy / seconds, "days_replaced": replaced,
+            "cpu": {"loaders": sum(d["cpu"] for d in done),
+                    "backends": None if any(d["backend_cpu"] is None for d in done) else sum(d["backend_cpu"] for d in done),
+                    "servers": servers_cpu, "busy": busy}}
 
 
 def generate(root: Path, establishments: list[dict], visits_per_day: float) -> int:
@@ -276,6 +298,11 @@ def report(run: dict) -> None:
           f"{run['days_replaced']} days replaced; listing {run['listing']:.1f} s; cores busy {run['cores_busy']:.2f} of {os.cpu_count()} "
           "(loaders + PostgreSQL + SFTP server)")
     print(f"    before the night, the day's listing that swept the archive folders: {run['sweep']:.1f} s")
+    cpu = run["cpu"]
+    if cpu["backends"] is not None:
+        rest = cpu["busy"] - cpu["loaders"] - cpu["backends"] - cpu["servers"]
+        print(f"    where the cores went (CPU s): loaders {cpu['loaders']:.1f}, their PostgreSQL backends "
+              f"{cpu['backends']:.1f}, SFTP servers {cpu['servers']:.1f}, the listing and the rest {rest:.1f}")
     for loader_run in sorted(run["loaders"], key=lambda d: d["pid"]):
         part = loader_run["summary"]
         taken = sum(f["loaded"] + f["rejected"] + f["duplicate"] + f["superseded"]

@@ -31,4 +31,5 @@ def test_the_night_benchmark_runs_a_second_night_with_1_and_2_loaders(pg_admin_u
                  "--second-night", "--archived-nights", "2", admin_url=pg_admin_url)
     assert out.count(" wall, 3 files, ") == 2 and out.count("18 days replaced") == 2, out
     assert out.count("the day's listing that swept the archive folders") == 2
+    assert out.count("where the cores went (CPU s): loaders ") == 2  # its PostgreSQL is local
     assert "speedup 1 -> 2 loaders" in out
