@@ -83,18 +83,19 @@ def list_inbox(
     """The stable files of each registered establishment's ``depot/`` (folder → files, oldest
     first), establishments without one left out. Files still being written are counted in
     ``summary`` (``waiting``), folders no establishment owns in ``summary.unknown_folders``.
-    What was seen is remembered, so that the next listing can tell a file that stopped changing."""
+    What was seen is remembered, so that the next listing can tell a file that stopped changing.
+    Links are swept from each establishment's folder and depot/, and once a day from its archive
+    folders (``inbox_sweep``)."""
     clock = time.monotonic()
     registered = {e.finess for e in region.establishments}
     settle_seconds = settle_seconds if settle_seconds is not None else region.settle_seconds
     previous = {row[0]: (row[1], row[2]) for row in conn.execute("SELECT path, size, mtime FROM inbox_listing")}
     backing_off = {row[0]: (row[1], row[2]) for row in conn.execute(
         "SELECT path, size, mtime FROM inbox_failure WHERE next_try_at > now()")}
-    conn.commit()
-    _resume_truncated(conn, inbox, registered, summary)
     swept_lately = {row[0] for row in conn.execute(
         "SELECT folder FROM inbox_sweep WHERE swept_at > now() - %s", (ARCHIVES_SWEPT_EVERY,))}
     conn.commit()
+    _resume_truncated(conn, inbox, registered, summary)
     listing: dict[str, InboxFile] = {}
     to_take: dict[str, list[InboxFile]] = {}
     swept: list[str] = []
