@@ -100,14 +100,14 @@ def loader(url: str, port: int, establishments: list[dict], todo, ready, results
             backend = conn.info.backend_pid
             ready.put(os.getpid())
             item = todo.get()
-            started, cpu, backend_cpu = time.perf_counter(), time.process_time(), process_cpu(backend)
+            started, cpu_start, backend_start = time.perf_counter(), time.process_time(), process_cpu(backend)
             while item is not None:  # None: nothing left
                 folder, files = item
                 load_establishment(conn, inbox, region, folder, [InboxFile(**f) for f in files], summary)
                 item = todo.get()
-            cpu = time.process_time() - cpu
-            backend_after = process_cpu(backend)
-            backend_cpu = None if backend_cpu is None or backend_after is None else backend_after - backend_cpu
+            cpu = time.process_time() - cpu_start
+            backend_end = process_cpu(backend)
+            backend_cpu = None if backend_start is None or backend_end is None else backend_end - backend_start
     finally:
         transport.close()
     summary.seconds = time.perf_counter() - started
@@ -170,10 +170,10 @@ def _archive_and_sweep(root: Path, url: str, port: int, establishments: list[dic
     traites/, then list the inbox once, as the day's earlier runs did (every 15 minutes): that
     listing sweeps the archive folders for links, which happens once a day, so the night's
     listing is an ordinary one. Returns its seconds."""
-    for establishment in establishments if nights else ():
+    for establishment in establishments:
         traites = root / establishment["finess"] / "traites"
-        traites.mkdir(parents=True, exist_ok=True)
         for night in range(nights):
+            traites.mkdir(parents=True, exist_ok=True)
             for suffix in ("", ".rapport.txt"):
                 (traites / f"RPU_{establishment['finess']}_{night:04d}.xml{suffix}").touch()
     transport, sftp = sftp_session(port)
@@ -231,11 +231,12 @@ def _take_night(context, url: str, server_ports: list[int], establishments: list
     if summary.failed or loaded != len(to_take) or per_file != loaded:
         raise SystemExit(f"run with {workers} loader(s) is wrong: {loaded} loaded of {len(to_take)} "
                          f"({per_file} journal rows), failed: {summary.failed}")
+    backends = [d["backend_cpu"] for d in done]  # None: a PostgreSQL on another machine
+    cpu = {"loaders": sum(d["cpu"] for d in done), "backends": None if None in backends else sum(backends),
+           "servers": servers_cpu, "busy": busy}
     return {"workers": workers, "seconds": seconds, "summary": summary, "loaders": done,
             "listing": listing.timings["listing"], "cores_busy": busy / seconds, "days_replaced": replaced,
-            "cpu": {"loaders": sum(d["cpu"] for d in done),
-                    "backends": None if any(d["backend_cpu"] is None for d in done) else sum(d["backend_cpu"] for d in done),
-                    "servers": servers_cpu, "busy": busy}}
+            "cpu": cpu}
 
 
 def generate(root: Path, establishments: list[dict], visits_per_day: float) -> int:

@@ -251,7 +251,6 @@ def test_check_passes_when_every_service_answers(capsys, region_dir, live_env):
     assert _Atih.seen_headers and not any("Authorization" in h for h in _Atih.seen_headers)
 
 
-
 def test_check_fails_when_the_database_dates_are_not_iso(capsys, region_dir, live_env, migrated_database,
                                                           pg_admin_url):
     # psycopg reads timestamps only in ISO: a database set to the French 'SQL, DMY' fails every load.
@@ -263,6 +262,7 @@ def test_check_fails_when_the_database_dates_are_not_iso(capsys, region_dir, liv
     line = line_for(out, "connexion rpu_db")
     assert line.startswith("ÉCHEC") and "DateStyle « SQL, DMY »" in line
     assert f"ALTER DATABASE {name} SET datestyle = 'ISO, DMY'" in line
+
 
 def test_check_fails_with_a_clear_line_when_the_sftp_server_is_down(capsys, region_dir, live_env, clean_sftp):
     clean_sftp.stop()
