@@ -16,7 +16,10 @@ fresh interpreters (spawned, as a task process is), so their peak memory is thei
 own cost per task (a task process starting, ~1-5 s here) is left out: it is paid the same with
 any loader count, and is what the pool does not change.
 
-A real SFTP server (asyncssh, loopback) and a fresh database on the local PostgreSQL
+The SFTP server is OpenSSH's sshd with internal-sftp, as on the region's server
+(deploy/sftp), when /usr/sbin/sshd is here (``apt-get install openssh-server``), else the Python
+server of the tests (``--sftp-server python``: asyncssh, which costs several times OpenSSH's
+CPU on the same machine as the loaders); a fresh database on the local PostgreSQL
 (RPU_BENCH_ADMIN_URL) for each run; every run takes the very same files (generated once).
 Figures are only comparable within one run of this script (same machine, same moment).
 """
@@ -24,6 +27,7 @@ Figures are only comparable within one run of this script (same machine, same mo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import resource
@@ -47,6 +51,7 @@ from rpu.config import region as region_config  # noqa: E402
 from rpu.flows.ingest import InboxFile, IngestSummary, SftpInbox, list_inbox, load_establishment  # noqa: E402
 from rpu.sandbox.generator import demo_establishments, write_oscour_file  # noqa: E402
 from rpu.sandbox.local_services import SftpServer, create_database, drop_database  # noqa: E402
+from rpu.sandbox.openssh_server import OpenSshSftpServer, openssh_available  # noqa: E402
 from rpu.store.db import migrate  # noqa: E402
 
 ADMIN_URL = os.environ.get("RPU_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -54,6 +59,8 @@ END = date(2026, 11, 26)
 SFTP_USER, SFTP_PASSWORD = "rpu", "banc-essai"
 FRANCE_ESTABLISHMENTS = 700
 FRANCE_VISITS_PER_YEAR = 22_000_000
+SESSION_NAMES = {"task": "one per establishment (as each load task)", "loader": "one per loader"}
+SERVER_NAMES = {"openssh": "OpenSSH sshd, internal-sftp (as deployed)", "python": "Python (asyncssh, the tests')"}
 
 
 def bench_region(establishments: list[dict]) -> region_config.Region:
@@ -73,47 +80,79 @@ def machine_busy() -> tuple[float, float]:
     return (sum(fields) - idle) / ticks, sum(fields) / ticks
 
 
-def process_cpu(pid: int) -> float | None:
+def process_cpu(pid: int, *, children: bool = False) -> float | None:
     """CPU seconds a process of this machine has used (None if it is not here: a PostgreSQL
-    elsewhere)."""
+    elsewhere); with ``children``, those of its descendants too, ended (once waited for) or
+    running: an sshd's sessions."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)
+    seconds = ticks / os.sysconf("SC_CLK_TCK")
+    if children:
+        seconds += sum(process_cpu(child, children=True) or 0.0 for child in _children(pid))
+    return seconds
 
 
-def sftp_session(port: int) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
-    transport = paramiko.Transport(("127.0.0.1", port))
-    transport.connect(username=SFTP_USER, password=SFTP_PASSWORD)
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def sftp_session(address: dict) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
+    """``address``: the port and the account, by password (the Python server) or key (sshd)."""
+    transport = paramiko.Transport(("127.0.0.1", address["port"]))
+    if "key_file" in address:
+        transport.connect(username=address["username"],
+                          pkey=paramiko.Ed25519Key.from_private_key_file(address["key_file"]))
+    else:
+        transport.connect(username=SFTP_USER, password=SFTP_PASSWORD)
     return transport, paramiko.SFTPClient.from_transport(transport)
 
 
-def loader(url: str, port: int, establishments: list[dict], todo, ready, results) -> None:
-    """One loader process: once connected, the next establishment's files until there are none left."""
-    region = bench_region(establishments)
+def loader(url: str, address: dict, establishments: list[dict], per_task: bool, todo, ready, results) -> None:
+    """One loader process: the next establishment's files until there are none left. With
+    ``per_task``, each establishment over an SFTP session and a database connection of its own,
+    with the region read again, as each ``load`` task instance does; else over the loader's."""
     summary = IngestSummary()
-    transport, sftp = sftp_session(port)
-    try:
-        with psycopg.connect(url) as conn:
-            inbox = SftpInbox(sftp)
-            backend = conn.info.backend_pid
-            ready.put(os.getpid())
+    backend_cpu = [0.0]  # None once a backend is not on this machine
+
+    def take(conn, sftp, folder: str, files: list[dict]) -> None:
+        backend, before = conn.info.backend_pid, process_cpu(conn.info.backend_pid)
+        load_establishment(conn, SftpInbox(sftp), bench_region(establishments), folder,
+                           [InboxFile(**f) for f in files], summary)
+        after = process_cpu(backend)
+        backend_cpu[0] = None if None in (before, after, backend_cpu[0]) else backend_cpu[0] + after - before
+
+    with _session(url, address) as (conn, sftp):
+        ready.put(os.getpid())
+        item = todo.get()
+        started, cpu_start = time.perf_counter(), time.process_time()
+        while item is not None:  # None: nothing left
+            if per_task:
+                with _session(url, address) as (own_conn, own_sftp):
+                    take(own_conn, own_sftp, *item)
+            else:
+                take(conn, sftp, *item)
             item = todo.get()
-            started, cpu_start, backend_start = time.perf_counter(), time.process_time(), process_cpu(backend)
-            while item is not None:  # None: nothing left
-                folder, files = item
-                load_establishment(conn, inbox, region, folder, [InboxFile(**f) for f in files], summary)
-                item = todo.get()
-            cpu = time.process_time() - cpu_start
-            backend_end = process_cpu(backend)
-            backend_cpu = None if backend_start is None or backend_end is None else backend_end - backend_start
-    finally:
-        transport.close()
+        cpu = time.process_time() - cpu_start
     summary.seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results.put({"summary": summary.as_dict(), "peak_mb": peak_mb, "pid": os.getpid(), "cpu": cpu,
-                 "backend_cpu": backend_cpu})
+                 "backend_cpu": backend_cpu[0]})
+
+
+@contextlib.contextmanager
+def _session(url: str, address: dict):
+    transport, sftp = sftp_session(address)
+    try:
+        with psycopg.connect(url) as conn:
+            yield conn, sftp
+    finally:
+        transport.close()
 
 
 def sftp_server(root: Path, ports, stop) -> None:
@@ -124,48 +163,65 @@ def sftp_server(root: Path, ports, stop) -> None:
     server.stop()
 
 
+@contextlib.contextmanager
+def sftp_servers(kind: str, root: Path, workers: int, context):
+    """The SFTP server(s) the loaders connect to: yields one address per loader and the pids whose
+    CPU (with their children's) is the servers'.
+
+    OpenSSH forks a process per session, as on the region's server. The Python server serves
+    its sessions in one thread: one process each, so that the loaders' downloads do not queue
+    on a single thread, which no real server does."""
+    if kind == "openssh":
+        server = OpenSshSftpServer(root, root.parent / "sshd").start()
+        try:
+            address = {"port": server.port, "username": server.username, "key_file": str(server.key_file)}
+            yield [address] * workers, [server.pid]
+        finally:
+            server.stop()
+        return
+    ports, stop = context.Queue(), context.Event()
+    servers = [context.Process(target=sftp_server, args=(root, ports, stop)) for _ in range(workers)]
+    for server in servers:
+        server.start()
+    try:
+        yield [{"port": ports.get(timeout=60)} for _ in servers], [server.pid for server in servers]
+    finally:
+        stop.set()
+        for server in servers:
+            server.join(timeout=30)
+
+
 def one_night(template: Path, establishments: list[dict], workers: int, before: Path | None = None,
-              archived_nights: int = 0) -> dict:
+              archived_nights: int = 0, server_kind: str = "openssh", per_task: bool = True) -> dict:
     """Copy the night's files to a fresh SFTP root, migrate a fresh database, list the inbox,
     then load with ``workers`` processes. Returns the wall time and what each loader did.
     ``before``: the files of the night before, loaded first the same way (not measured), so that
     the measured night replaces 6 days of each establishment, as every night in production does.
     A listing before the night sweeps the archive folders for links, as the day's earlier runs
     do (once a day); ``archived_nights``: each establishment's traites/ first holds that many
-    nights' files and reports.
-
-    Each loader has an SFTP server process of its own, as each session has its own sftp-server
-    process under OpenSSH's sshd (the region's server): one Python server for every session
-    made the loaders' downloads queue on its single thread, which no real server does."""
+    nights' files and reports. ``server_kind``: "openssh" or "python" (:func:`sftp_servers`);
+    ``per_task``: see :func:`loader`."""
     name = f"rpu_night_{uuid.uuid4().hex[:8]}"
     url = create_database(ADMIN_URL, name)
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="rpu-night-sftp-") as workdir:
         root = Path(workdir) / "sftp"
         root.mkdir()
-        ports, stop = context.Queue(), context.Event()
-        servers = [context.Process(target=sftp_server, args=(root, ports, stop)) for _ in range(workers)]
-        for server in servers:
-            server.start()
-        server_ports = [ports.get(timeout=60) for _ in servers]
         try:
-            with psycopg.connect(url, autocommit=True) as conn:
-                migrate(conn)
-            for night in ([before] if before else []) + [template]:
-                shutil.copytree(night, root, dirs_exist_ok=True)
-                sweep = _archive_and_sweep(root, url, server_ports[0], establishments, archived_nights)
-                run = _take_night(context, url, server_ports, establishments, workers,
-                                  [server.pid for server in servers])
-                run["sweep"] = sweep
+            with sftp_servers(server_kind, root, workers, context) as (addresses, server_pids):
+                with psycopg.connect(url, autocommit=True) as conn:
+                    migrate(conn)
+                for night in ([before] if before else []) + [template]:
+                    shutil.copytree(night, root, dirs_exist_ok=True)
+                    sweep = _archive_and_sweep(root, url, addresses[0], establishments, archived_nights)
+                    run = _take_night(context, url, addresses, establishments, workers, server_pids, per_task)
+                    run["sweep"] = sweep
         finally:
-            stop.set()
-            for server in servers:
-                server.join(timeout=30)
             drop_database(ADMIN_URL, name)
     return run
 
 
-def _archive_and_sweep(root: Path, url: str, port: int, establishments: list[dict], nights: int) -> float:
+def _archive_and_sweep(root: Path, url: str, address: dict, establishments: list[dict], nights: int) -> float:
     """Put ``nights`` nights of archives (a file and its report each) in every establishment's
     traites/, then list the inbox once, as the day's earlier runs did (every 15 minutes): that
     listing sweeps the archive folders for links, which happens once a day, so the night's
@@ -176,7 +232,7 @@ def _archive_and_sweep(root: Path, url: str, port: int, establishments: list[dic
             traites.mkdir(parents=True, exist_ok=True)
             for suffix in ("", ".rapport.txt"):
                 (traites / f"RPU_{establishment['finess']}_{night:04d}.xml{suffix}").touch()
-    transport, sftp = sftp_session(port)
+    transport, sftp = sftp_session(address)
     try:
         with psycopg.connect(url) as conn:
             started = time.perf_counter()
@@ -186,15 +242,15 @@ def _archive_and_sweep(root: Path, url: str, port: int, establishments: list[dic
         transport.close()
 
 
-def _take_night(context, url: str, server_ports: list[int], establishments: list[dict], workers: int,
-                server_pids: list[int]) -> dict:
-    """List the inbox, then load with one process per SFTP server; checks that every file listed
+def _take_night(context, url: str, addresses: list[dict], establishments: list[dict], workers: int,
+                server_pids: list[int], per_task: bool) -> dict:
+    """List the inbox, then load with one process per address; checks that every file listed
     was loaded, once."""
     region = bench_region(establishments)
     todo, ready, results = context.Queue(), context.Queue(), context.Queue()
     # The loaders start and connect first (Airflow's per-task start is not measured here).
-    processes = [context.Process(target=loader, args=(url, port, establishments, todo, ready, results))
-                 for port in server_ports]
+    processes = [context.Process(target=loader, args=(url, address, establishments, per_task, todo, ready, results))
+                 for address in addresses]
     for process in processes:
         process.start()
     for _ in processes:
@@ -203,9 +259,9 @@ def _take_night(context, url: str, server_ports: list[int], establishments: list
         journal_before = conn.execute("SELECT coalesce(max(id), 0) FROM received_file").fetchone()[0]
     started = time.perf_counter()
     busy_before, _ = machine_busy()
-    servers_before = [process_cpu(pid) or 0.0 for pid in server_pids]
+    servers_before = [process_cpu(pid, children=True) or 0.0 for pid in server_pids]
     listing = IngestSummary()
-    transport, sftp = sftp_session(server_ports[0])
+    transport, sftp = sftp_session(addresses[0])
     try:
         with psycopg.connect(url) as conn:
             to_take = list_inbox(conn, SftpInbox(sftp), region, listing)
@@ -218,9 +274,9 @@ def _take_night(context, url: str, server_ports: list[int], establishments: list
     done = [results.get() for _ in processes]
     seconds = time.perf_counter() - started
     busy = machine_busy()[0] - busy_before
-    servers_cpu = sum((process_cpu(pid) or 0.0) - before for pid, before in zip(server_pids, servers_before, strict=True))
     for process in processes:
         process.join()
+    servers_cpu = sum(_ended_sessions_cpu(pid) - before for pid, before in zip(server_pids, servers_before, strict=True))
     with psycopg.connect(url) as conn:
         loaded, per_file = conn.execute(
             "SELECT count(*) FILTER (WHERE status = 'loaded'), count(*) FROM received_file WHERE id > %s",
@@ -237,6 +293,15 @@ def _take_night(context, url: str, server_ports: list[int], establishments: list
     return {"workers": workers, "seconds": seconds, "summary": summary, "loaders": done,
             "listing": listing.timings["listing"], "cores_busy": busy / seconds, "days_replaced": replaced,
             "cpu": cpu}
+
+
+def _ended_sessions_cpu(server_pid: int) -> float:
+    """The server's CPU once the sessions of the loaders (which have closed them) have ended:
+    sshd's session processes count once their listener has waited for them."""
+    deadline = time.monotonic() + 5
+    while _children(server_pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return process_cpu(server_pid, children=True) or 0.0
 
 
 def generate(root: Path, establishments: list[dict], visits_per_day: float) -> int:
@@ -327,6 +392,13 @@ def main() -> None:
     parser.add_argument("--archived-nights", type=int, default=0,
                         help="each establishment's traites/ first holds this many nights' files and reports "
                              "(365: a year), swept for links by a listing before the night, as once a day")
+    parser.add_argument("--sftp-server", choices=("openssh", "python"),
+                        default="openssh" if openssh_available() else "python",
+                        help="OpenSSH's sshd with internal-sftp, as on the region's server (the default when "
+                             "/usr/sbin/sshd is here), or the Python server of the tests")
+    parser.add_argument("--sessions", choices=("task", "loader"), default="task",
+                        help="task: each establishment opens its SFTP session and database connection, as each "
+                             "load task instance does (the default); loader: once per loader process")
     parser.add_argument("--france", action="store_true",
                         help=f"a night of France: {FRANCE_ESTABLISHMENTS} establishments x 7 days, "
                              f"{FRANCE_VISITS_PER_YEAR:,} visits a year (~420,000 in the night's files), 2 loaders")
@@ -349,12 +421,14 @@ def main() -> None:
             visits = generate(template, establishments, args.visits_per_day)
         which = "the second night (6 of its 7 days replace the night before's)" if before else "a first night"
         print(f"{args.establishments} establishments, one 7-day file each: {visits:,} visits, {which} "
-              f"(generated in {time.perf_counter() - clock:.0f} s); {os.cpu_count()} cores")
+              f"(generated in {time.perf_counter() - clock:.0f} s); {os.cpu_count()} cores; SFTP server: "
+              f"{SERVER_NAMES[args.sftp_server]}; sessions: {SESSION_NAMES[args.sessions]}")
         rounds = []
         for number in range(args.repeat):
             runs = {}
             for workers in counts if number % 2 == 0 else counts[::-1]:
-                run = one_night(template, establishments, workers, before, args.archived_nights)
+                run = one_night(template, establishments, workers, before, args.archived_nights, args.sftp_server,
+                                args.sessions == "task")
                 report(run)
                 runs[workers] = run
             rounds.append(runs)

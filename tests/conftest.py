@@ -35,6 +35,7 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -79,6 +80,7 @@ from rpu.sandbox.local_services import (  # noqa: E402
     start_postgres,
     stop_private_postgres,
 )
+from rpu.sandbox.openssh_server import SSHD  # noqa: E402
 
 SFTP_CONNECTION_IDS = ("rpu_inbox", "invs_outbox", "ars_outbox")
 
@@ -306,6 +308,19 @@ def celery_broker_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         yield server.url(TEST_REDIS_DB)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def openssh_sshd() -> str:
+    """OpenSSH's sshd (the deployed SFTP server's own), installed when missing like docker-compose."""
+    if Path(SSHD).exists():
+        return SSHD
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "openssh-server"]
+    if subprocess.run(install, capture_output=True, env=env, timeout=600).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
+        subprocess.run(install, capture_output=True, env=env, timeout=600, check=True)
+    return SSHD
 
 
 # --------------------------------------------------------------------------- the demo stack

@@ -26,10 +26,19 @@ def test_the_per_core_benchmark_runs(pg_admin_url):
     assert "the timeliness record" in out
 
 
-def test_the_night_benchmark_runs_a_second_night_with_1_and_2_loaders(pg_admin_url):
+def test_the_night_benchmark_runs_a_second_night_with_1_and_2_loaders(pg_admin_url, openssh_sshd):
     out = _bench("ingest_night.py", "--establishments", "3", "--visits-per-day", "20", "--workers", "1,2",
                  "--second-night", "--archived-nights", "2", admin_url=pg_admin_url)
+    assert "SFTP server: OpenSSH sshd, internal-sftp (as deployed); sessions: one per establishment" in out
     assert out.count(" wall, 3 files, ") == 2 and out.count("18 days replaced") == 2, out
     assert out.count("the day's listing that swept the archive folders") == 2
     assert out.count("where the cores went (CPU s): loaders ") == 2  # its PostgreSQL is local
+    assert "speedup 1 -> 2 loaders" in out
+
+
+def test_the_night_benchmark_runs_on_the_python_sftp_server_with_a_session_per_loader(pg_admin_url):
+    out = _bench("ingest_night.py", "--establishments", "3", "--visits-per-day", "20", "--workers", "1,2",
+                 "--sftp-server", "python", "--sessions", "loader", admin_url=pg_admin_url)
+    assert "SFTP server: Python (asyncssh, the tests'); sessions: one per loader" in out
+    assert out.count(" wall, 3 files, ") == 2 and out.count("0 days replaced") == 2, out
     assert "speedup 1 -> 2 loaders" in out

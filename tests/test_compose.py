@@ -295,23 +295,11 @@ def test_compose_refuses_to_start_without_a_secret(docker_compose, project):
     assert "AIRFLOW_JWT_SECRET manquant dans .env" in result.stderr
 
 
-def _sshd() -> str:
-    """OpenSSH's sshd (the deployed SFTP server's own), installed when missing like docker-compose."""
-    if Path("/usr/sbin/sshd").exists():
-        return "/usr/sbin/sshd"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "openssh-server"]
-    if subprocess.run(install, capture_output=True, env=env, timeout=600).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, timeout=600)
-        subprocess.run(install, capture_output=True, env=env, timeout=600, check=True)
-    return "/usr/sbin/sshd"
-
-
 @pytest.mark.parametrize(("who", "chroot", "start"), [
     ("user=e670780691,host=h,addr=10.0.0.1", "%h", "/depot"),
     ("user=rpu,host=h,addr=10.0.0.1", "/srv/sftp", "/"),
 ])
-def test_deployed_sftp_accounts_are_chrooted_and_cannot_create_links(tmp_path, who, chroot, start):
+def test_deployed_sftp_accounts_are_chrooted_and_cannot_create_links(tmp_path, openssh_sshd, who, chroot, start):
     """The effective configuration OpenSSH computes for each kind of account (sshd -T). The group
     of the establishments' accounts only exists in the container: its block is matched by name."""
     config = (REPO / "deploy" / "sftp" / "sshd_config").read_text()
@@ -322,7 +310,7 @@ def test_deployed_sftp_accounts_are_chrooted_and_cannot_create_links(tmp_path, w
     config = config.replace("/etc/ssh/ssh_host_ed25519_key", str(host_key))
     (tmp_path / "sshd_config").write_text(config)
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege separation directory
-    result = subprocess.run([_sshd(), "-T", "-f", str(tmp_path / "sshd_config"), "-C", who],
+    result = subprocess.run([openssh_sshd, "-T", "-f", str(tmp_path / "sshd_config"), "-C", who],
                             capture_output=True, text=True, check=True)
     effective = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
     assert effective["chrootdirectory"] == chroot

@@ -22,6 +22,7 @@ from rpu.sandbox.local_services import (
     start_postgres,
     stop_private_postgres,
 )
+from rpu.sandbox.openssh_server import OpenSshSftpServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,6 +143,27 @@ def test_sftp_host_key_survives_a_restart_with_a_state_dir(tmp_path):
 # --------------------------------------------------------------------------- SMTP
 
 SUBJECT = "Absence de données — établissement 310000000, journée du 3 février"
+
+
+def test_openssh_server_serves_its_folder_and_refuses_links(openssh_sshd, tmp_path):
+    """The benchmarks' OpenSSH server: the session starts in the served folder (the paths the
+    concentrator uses), and no link can be made, as on the deployed server (-P symlink,hardlink)."""
+    root = tmp_path / "sftp"
+    (root / "670780691" / "depot").mkdir(parents=True)
+    (root / "670780691" / "depot" / "RPU.xml").write_bytes(b"<OSCOUR/>")
+    server = OpenSshSftpServer(root, tmp_path / "sshd").start()
+    try:
+        transport = server.connect()
+        sftp = paramiko.SFTPClient.from_transport(transport)
+        assert sftp.listdir("670780691/depot") == ["RPU.xml"]
+        with sftp.open("670780691/depot/RPU.xml") as remote:
+            assert remote.read() == b"<OSCOUR/>"
+        with pytest.raises(OSError):
+            sftp.symlink("/etc/passwd", "670780691/depot/lien.xml")
+        assert not (root / "670780691" / "depot" / "lien.xml").is_symlink()
+        transport.close()
+    finally:
+        server.stop()
 
 
 def test_smtp_hook_delivers_a_french_email_to_the_sink(mailbox: SmtpSink):
