@@ -7,14 +7,16 @@
     .venv/bin/python benchmarks/ingest_night.py --second-night --workers 1,2   # the night after: 6 days replaced each
     .venv/bin/python benchmarks/ingest_night.py --establishments 20 --workers 1,2
     .venv/bin/python benchmarks/ingest_night.py --archived-nights 365 # a night after a year of archives in traites/
+    .venv/bin/python benchmarks/ingest_night.py --airflow --workers 1,2   # through Airflow itself, pool of 1 then 2 slots
 
 What rpu_ingest does with one ``load`` instance per establishment and the pool ``rpu_db`` (or
 Celery workers) letting W of them run at once: one listing (``list_inbox``), then W loader
 processes, each taking the next establishment and running ``load_establishment`` (the same
-code as the ``load`` task) over its own SFTP session and database connection. The loaders are
-fresh interpreters (spawned, as a task process is), so their peak memory is their own. Airflow's
-own cost per task (a task process starting, ~1-5 s here) is left out: it is paid the same with
-any loader count, and is what the pool does not change.
+code as the ``load`` task) over an SFTP session and a database connection of its own, as each
+task instance opens them. The loaders are fresh interpreters (spawned, as a task process is), so
+their peak memory is their own. Airflow's own cost per task (a task process starting, parsing
+the DAG, reporting its state) is left out here; ``--airflow`` measures the night with it,
+through a real scheduler and the pool (airflow_night.py).
 
 The SFTP server is OpenSSH's sshd with internal-sftp, as on the region's server
 (deploy/sftp), when /usr/sbin/sshd is here (``apt-get install openssh-server``), else the Python
@@ -378,6 +380,26 @@ def report(run: dict) -> None:
               f"peak memory {loader_run['peak_mb']:.0f} MB")
 
 
+def _airflow_nights(template: Path, establishments: list[dict], counts: list[int], repeat: int) -> None:
+    from airflow_night import airflow_night
+
+    rounds = []
+    for number in range(repeat):
+        runs = {}
+        for slots in counts if number % 2 == 0 else counts[::-1]:
+            night = airflow_night(ADMIN_URL, template, establishments, slots, lambda: machine_busy()[0])
+            print(f"  Airflow, pool rpu_db of {slots} slot(s): run {night['run_seconds']:.0f} s, of which the "
+                  f"{night['loads']} loads {night['load_phase_seconds']:.0f} s (one load: median "
+                  f"{night['load_median_seconds']:.1f} s); cores busy {night['cores_busy']:.2f} of {os.cpu_count()}")
+            runs[slots] = night
+        rounds.append(runs)
+    base = counts[0]
+    for slots in counts[1:]:
+        speedups = [r[base]["run_seconds"] / r[slots]["run_seconds"] for r in rounds]
+        print(f"speedup {base} -> {slots} slots (the run, through Airflow): {statistics.median(speedups):.2f}x "
+              f"(median of {len(speedups)}: {', '.join(f'{s:.2f}' for s in speedups)}; same night, same run)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--establishments", type=int, default=100)
@@ -399,6 +421,9 @@ def main() -> None:
     parser.add_argument("--sessions", choices=("task", "loader"), default="task",
                         help="task: each establishment opens its SFTP session and database connection, as each "
                              "load task instance does (the default); loader: once per loader process")
+    parser.add_argument("--airflow", action="store_true",
+                        help="the night through Airflow itself (scheduler, LocalExecutor, the pool rpu_db with W "
+                             "slots, one load task instance per establishment): see airflow_night.py")
     parser.add_argument("--france", action="store_true",
                         help=f"a night of France: {FRANCE_ESTABLISHMENTS} establishments x 7 days, "
                              f"{FRANCE_VISITS_PER_YEAR:,} visits a year (~420,000 in the night's files), 2 loaders")
@@ -423,6 +448,9 @@ def main() -> None:
         print(f"{args.establishments} establishments, one 7-day file each: {visits:,} visits, {which} "
               f"(generated in {time.perf_counter() - clock:.0f} s); {os.cpu_count()} cores; SFTP server: "
               f"{SERVER_NAMES[args.sftp_server]}; sessions: {SESSION_NAMES[args.sessions]}")
+        if args.airflow:
+            _airflow_nights(template, establishments, counts, args.repeat)
+            return
         rounds = []
         for number in range(args.repeat):
             runs = {}

@@ -42,3 +42,12 @@ def test_the_night_benchmark_runs_on_the_python_sftp_server_with_a_session_per_l
     assert "SFTP server: Python (asyncssh, the tests'); sessions: one per loader" in out
     assert out.count(" wall, 3 files, ") == 2 and out.count("0 days replaced") == 2, out
     assert "speedup 1 -> 2 loaders" in out
+
+
+def test_the_night_benchmark_runs_through_airflow_with_1_and_2_pool_slots(pg_admin_url, openssh_sshd):
+    out = _bench("ingest_night.py", "--airflow", "--establishments", "3", "--visits-per-day", "20",
+                 "--workers", "1,2", admin_url=pg_admin_url)
+    for slots in (1, 2):
+        assert f"Airflow, pool rpu_db of {slots} slot(s): run " in out, out
+    assert out.count("of which the 3 loads ") == 2, out
+    assert "speedup 1 -> 2 slots (the run, through Airflow)" in out

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
@@ -101,6 +102,17 @@ class OpenSshSftpServer:
         transport = paramiko.Transport((LOOPBACK, self.port))
         transport.connect(username=self.username, pkey=paramiko.Ed25519Key.from_private_key_file(str(self.key_file)))
         return transport
+
+    @property
+    def host_key_public(self) -> str:
+        """``"ssh-ed25519 <base64>"``, as the SSH hook's ``host_key`` extra pins it."""
+        return " ".join((self.work_dir / "host_key.pub").read_text().split()[:2])
+
+    def airflow_connection(self) -> dict[str, Any]:
+        """JSON form of the Airflow connection to this server: key authentication, host key pinned."""
+        return {"conn_type": "sftp", "host": LOOPBACK, "port": self.port, "login": self.username,
+                "extra": {"key_file": str(self.key_file), "host_key": self.host_key_public,
+                          "no_host_key_check": False, "look_for_keys": False}}
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
