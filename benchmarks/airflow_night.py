@@ -34,10 +34,12 @@ DAG_ID = "rpu_ingest"
 OPERATOR = "oru"
 
 
-def airflow_night(admin_url: str, template: Path, establishments: list[dict], slots: int, busy) -> dict:
+def airflow_night(admin_url: str, template: Path, establishments: list[dict], slots: int, busy,
+                  settings: dict[str, str] | None = None) -> dict:
     """Take the night in ``template`` (``<FINESS>/depot/...``) through a fresh Airflow with
-    ``slots`` slots in the pool; ``busy()`` reads the machine's busy CPU seconds. Checks that
-    every establishment's file was loaded, once."""
+    ``slots`` slots in the pool; ``busy()`` reads the machine's busy CPU seconds; ``settings``:
+    Airflow options as ``{"section.key": value}``. Checks that every establishment's file was
+    loaded, once."""
     stamp = datetime.now().strftime("%H%M%S")
     regional_url = create_database(admin_url, f"rpu_night_af_{stamp}")
     metadata_url = create_database(admin_url, f"rpu_night_af_meta_{stamp}")
@@ -54,7 +56,7 @@ def airflow_night(admin_url: str, template: Path, establishments: list[dict], sl
             connections={"rpu_db": postgres_airflow_connection(regional_url), "rpu_inbox": sftp.airflow_connection(),
                          "smtp_default": smtp.airflow_connection()},
             region_config=region_path, parallelism=slots + 1, airflow_components=DEMO_COMPONENTS,
-            extra_env={"RPU_DB_POOL_SLOTS": str(slots)},
+            extra_env={"RPU_DB_POOL_SLOTS": str(slots), **airflow_env(settings or {})},
         )
         logs, started = work / "logs", {}
         try:
@@ -84,6 +86,12 @@ def airflow_night(admin_url: str, template: Path, establishments: list[dict], sl
             drop_database(admin_url, f"rpu_night_af_{stamp}")
             drop_database(admin_url, f"rpu_night_af_meta_{stamp}")
     return {"slots": slots, **night}
+
+
+def airflow_env(settings: dict[str, str]) -> dict[str, str]:
+    """``{"scheduler.scheduler_idle_sleep_time": "0.2"}`` as Airflow's environment variables."""
+    return {"AIRFLOW__" + "__".join(part.upper() for part in option.split(".", 1)): value
+            for option, value in settings.items()}
 
 
 def _region_text(establishments: list[dict]) -> str:

@@ -122,23 +122,23 @@ def loader(url: str, address: dict, establishments: list[dict], per_task: bool, 
     summary = IngestSummary()
     backend_cpu = [0.0]  # None once a backend is not on this machine
 
-    def take(conn, sftp, folder: str, files: list[dict]) -> None:
+    def take(conn, sftp, region, folder: str, files: list[dict]) -> None:
         backend, before = conn.info.backend_pid, process_cpu(conn.info.backend_pid)
-        load_establishment(conn, SftpInbox(sftp), bench_region(establishments), folder,
-                           [InboxFile(**f) for f in files], summary)
+        load_establishment(conn, SftpInbox(sftp), region, folder, [InboxFile(**f) for f in files], summary)
         after = process_cpu(backend)
         backend_cpu[0] = None if None in (before, after, backend_cpu[0]) else backend_cpu[0] + after - before
 
     with _session(url, address) as (conn, sftp):
+        region = bench_region(establishments)
         ready.put(os.getpid())
         item = todo.get()
         started, cpu_start = time.perf_counter(), time.process_time()
         while item is not None:  # None: nothing left
             if per_task:
                 with _session(url, address) as (own_conn, own_sftp):
-                    take(own_conn, own_sftp, *item)
+                    take(own_conn, own_sftp, bench_region(establishments), *item)
             else:
-                take(conn, sftp, *item)
+                take(conn, sftp, region, *item)
             item = todo.get()
         cpu = time.process_time() - cpu_start
     summary.seconds = time.perf_counter() - started
@@ -380,14 +380,15 @@ def report(run: dict) -> None:
               f"peak memory {loader_run['peak_mb']:.0f} MB")
 
 
-def _airflow_nights(template: Path, establishments: list[dict], counts: list[int], repeat: int) -> None:
+def _airflow_nights(template: Path, establishments: list[dict], counts: list[int], repeat: int,
+                    settings: dict[str, str]) -> None:
     from airflow_night import airflow_night
 
     rounds = []
     for number in range(repeat):
         runs = {}
         for slots in counts if number % 2 == 0 else counts[::-1]:
-            night = airflow_night(ADMIN_URL, template, establishments, slots, lambda: machine_busy()[0])
+            night = airflow_night(ADMIN_URL, template, establishments, slots, lambda: machine_busy()[0], settings)
             print(f"  Airflow, pool rpu_db of {slots} slot(s): run {night['run_seconds']:.0f} s, of which the "
                   f"{night['loads']} loads {night['load_phase_seconds']:.0f} s (one load: median "
                   f"{night['load_median_seconds']:.1f} s); cores busy {night['cores_busy']:.2f} of {os.cpu_count()}")
@@ -424,6 +425,9 @@ def main() -> None:
     parser.add_argument("--airflow", action="store_true",
                         help="the night through Airflow itself (scheduler, LocalExecutor, the pool rpu_db with W "
                              "slots, one load task instance per establishment): see airflow_night.py")
+    parser.add_argument("--airflow-setting", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="with --airflow: an Airflow option for the run, e.g. "
+                             "scheduler.scheduler_idle_sleep_time=0.2 (repeatable)")
     parser.add_argument("--france", action="store_true",
                         help=f"a night of France: {FRANCE_ESTABLISHMENTS} establishments x 7 days, "
                              f"{FRANCE_VISITS_PER_YEAR:,} visits a year (~420,000 in the night's files), 2 loaders")
@@ -449,7 +453,8 @@ def main() -> None:
               f"(generated in {time.perf_counter() - clock:.0f} s); {os.cpu_count()} cores; SFTP server: "
               f"{SERVER_NAMES[args.sftp_server]}; sessions: {SESSION_NAMES[args.sessions]}")
         if args.airflow:
-            _airflow_nights(template, establishments, counts, args.repeat)
+            _airflow_nights(template, establishments, counts, args.repeat,
+                            dict(setting.split("=", 1) for setting in args.airflow_setting))
             return
         rounds = []
         for number in range(args.repeat):
