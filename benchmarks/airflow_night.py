@@ -14,10 +14,13 @@ cores: Airflow's own components too, as in production.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import statistics
 import tempfile
+import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -40,15 +43,15 @@ def airflow_night(admin_url: str, template: Path, establishments: list[dict], sl
     ``slots`` slots in the pool; ``busy()`` reads the machine's busy CPU seconds; ``settings``:
     Airflow options as ``{"section.key": value}``. Checks that every establishment's file was
     loaded, once."""
-    stamp = datetime.now().strftime("%H%M%S")
-    regional_url = create_database(admin_url, f"rpu_night_af_{stamp}")
-    metadata_url = create_database(admin_url, f"rpu_night_af_meta_{stamp}")
-    smtp = SmtpSink().start()
-    with tempfile.TemporaryDirectory(prefix="rpu-night-airflow-") as workdir:
-        work = Path(workdir)
+    with contextlib.ExitStack() as stack:
+        regional_url, metadata_url = (_database(stack, admin_url, kind) for kind in ("regional", "meta"))
+        smtp = SmtpSink().start()
+        stack.callback(smtp.stop)
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rpu-night-airflow-")))
         root = work / "sftp"
         shutil.copytree(template, root)
         sftp = OpenSshSftpServer(root, work / "sshd").start()
+        stack.callback(sftp.stop)
         region_path = work / "region.toml"
         region_path.write_text(_region_text(establishments), encoding="utf-8")
         site = AirflowSite(
@@ -58,34 +61,37 @@ def airflow_night(admin_url: str, template: Path, establishments: list[dict], sl
             region_config=region_path, parallelism=slots + 1, airflow_components=DEMO_COMPONENTS,
             extra_env={"RPU_DB_POOL_SLOTS": str(slots), **airflow_env(settings or {})},
         )
-        logs, started = work / "logs", {}
+        logs = work / "logs"
+        site.migrate(logs)
+        site.sync_access(logs, work / "passwords.json")
+        started = site.start(logs)
+        stack.callback(stop_groups, [process for process, _ in started.values()], timeout=20,
+                       popens=[popen for _, popen in started.values()])
         try:
-            site.migrate(logs)
-            site.sync_access(logs, work / "passwords.json")
-            started = site.start(logs)
             site.wait_healthy({name: process for name, (process, _) in started.items()}, timeout=240)
             api = AirflowApi(site.url, OPERATOR, json.loads((work / "passwords.json").read_text())[OPERATOR])
             api.wait_for_dag(DAG_ID, timeout=180)
-            busy_before = busy()
+            clock, busy_before = time.monotonic(), busy()
             run = _one_run(api)
+            cores_busy = (busy() - busy_before) / (time.monotonic() - clock)
             night = _timings(api, run)
             if night["loads"] != len(establishments):
                 raise SystemExit(f"one run should load every establishment: {night['loads']} loads for "
                                  f"{len(establishments)}")
-            night["cores_busy"] = (busy() - busy_before) / night["run_seconds"]
             _check_loaded(regional_url, establishments)
         except Exception:
             for component in ("scheduler", "dag-processor"):
                 print(f"--- {component}.log (end)\n{tail(logs / f'{component}.log', 20)}")
             raise
-        finally:
-            stop_groups([process for process, _ in started.values()], timeout=20,
-                        popens=[popen for _, popen in started.values()])
-            sftp.stop()
-            smtp.stop()
-            drop_database(admin_url, f"rpu_night_af_{stamp}")
-            drop_database(admin_url, f"rpu_night_af_meta_{stamp}")
-    return {"slots": slots, **night}
+    return {"slots": slots, **night, "cores_busy": cores_busy}
+
+
+def _database(stack: contextlib.ExitStack, admin_url: str, kind: str) -> str:
+    """A fresh database on the local PostgreSQL, dropped when ``stack`` closes."""
+    name = f"rpu_night_af_{kind}_{uuid.uuid4().hex[:8]}"
+    url = create_database(admin_url, name)
+    stack.callback(drop_database, admin_url, name)
+    return url
 
 
 def airflow_env(settings: dict[str, str]) -> dict[str, str]:

@@ -120,13 +120,14 @@ def loader(url: str, address: dict, establishments: list[dict], per_task: bool, 
     ``per_task``, each establishment over an SFTP session and a database connection of its own,
     with the region read again, as each ``load`` task instance does; else over the loader's."""
     summary = IngestSummary()
-    backend_cpu = [0.0]  # None once a backend is not on this machine
+    backend_cpu: float | None = 0.0  # None once a backend is not on this machine
 
     def take(conn, sftp, region, folder: str, files: list[dict]) -> None:
+        nonlocal backend_cpu
         backend, before = conn.info.backend_pid, process_cpu(conn.info.backend_pid)
         load_establishment(conn, SftpInbox(sftp), region, folder, [InboxFile(**f) for f in files], summary)
         after = process_cpu(backend)
-        backend_cpu[0] = None if None in (before, after, backend_cpu[0]) else backend_cpu[0] + after - before
+        backend_cpu = None if None in (before, after, backend_cpu) else backend_cpu + after - before
 
     with _session(url, address) as (conn, sftp):
         region = bench_region(establishments)
@@ -144,7 +145,7 @@ def loader(url: str, address: dict, establishments: list[dict], per_task: bool, 
     summary.seconds = time.perf_counter() - started
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results.put({"summary": summary.as_dict(), "peak_mb": peak_mb, "pid": os.getpid(), "cpu": cpu,
-                 "backend_cpu": backend_cpu[0]})
+                 "backend_cpu": backend_cpu})
 
 
 @contextlib.contextmanager
@@ -438,6 +439,11 @@ def main() -> None:
         if args.workers == "1":
             args.workers = "2"
     counts = [int(w) for w in args.workers.split(",")]
+    if args.airflow and (args.second_night or args.archived_nights or args.sftp_server != "openssh"
+                         or args.sessions != "task"):
+        parser.error("--airflow takes a first night on OpenSSH's sshd, a session per load task: "
+                     "without --second-night, --archived-nights, --sftp-server python, --sessions loader "
+                     "(and OpenSSH's sshd installed: apt-get install openssh-server)")
 
     establishments = demo_establishments(args.establishments, seed=11)
     with tempfile.TemporaryDirectory(prefix="rpu-night-") as workdir:
@@ -449,9 +455,11 @@ def main() -> None:
         else:
             visits = generate(template, establishments, args.visits_per_day)
         which = "the second night (6 of its 7 days replace the night before's)" if before else "a first night"
+        taken_by = ("taken by Airflow" if args.airflow
+                    else f"sessions: {SESSION_NAMES[args.sessions]}")
         print(f"{args.establishments} establishments, one 7-day file each: {visits:,} visits, {which} "
               f"(generated in {time.perf_counter() - clock:.0f} s); {os.cpu_count()} cores; SFTP server: "
-              f"{SERVER_NAMES[args.sftp_server]}; sessions: {SESSION_NAMES[args.sessions]}")
+              f"{SERVER_NAMES[args.sftp_server]}; {taken_by}")
         if args.airflow:
             _airflow_nights(template, establishments, counts, args.repeat,
                             dict(setting.split("=", 1) for setting in args.airflow_setting))
