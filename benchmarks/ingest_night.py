@@ -385,20 +385,28 @@ def _airflow_nights(template: Path, establishments: list[dict], counts: list[int
                     settings: dict[str, str]) -> None:
     from airflow_night import airflow_night
 
-    rounds = []
-    for number in range(repeat):
-        runs = {}
-        for slots in counts if number % 2 == 0 else counts[::-1]:
-            night = airflow_night(ADMIN_URL, template, establishments, slots, lambda: machine_busy()[0], settings)
-            print(f"  Airflow, pool rpu_db of {slots} slot(s): run {night['run_seconds']:.0f} s, of which the "
-                  f"{night['loads']} loads {night['load_phase_seconds']:.0f} s (one load: median "
-                  f"{night['load_median_seconds']:.1f} s); cores busy {night['cores_busy']:.2f} of {os.cpu_count()}")
-            runs[slots] = night
-        rounds.append(runs)
+    def night(slots: int) -> dict:
+        run = airflow_night(ADMIN_URL, template, establishments, slots, lambda: machine_busy()[0], settings)
+        print(f"  Airflow, pool rpu_db of {slots} slot(s): run {run['run_seconds']:.0f} s, of which the "
+              f"{run['loads']} loads {run['load_phase_seconds']:.0f} s (one load: median "
+              f"{run['load_median_seconds']:.1f} s); cores busy {run['cores_busy']:.2f} of {os.cpu_count()}")
+        return run
+
+    print_speedups(in_rounds(counts, repeat, night), counts, "run_seconds", "slots (the run, through Airflow)")
+
+
+def in_rounds(counts: list[int], repeat: int, night) -> list[dict[int, dict]]:
+    """``night(count)`` for each count, ``repeat`` rounds, the order alternated (the first run of
+    a round is not always the same count)."""
+    return [{count: night(count) for count in (counts if number % 2 == 0 else counts[::-1])}
+            for number in range(repeat)]
+
+
+def print_speedups(rounds: list[dict[int, dict]], counts: list[int], seconds: str, unit: str) -> None:
     base = counts[0]
-    for slots in counts[1:]:
-        speedups = [r[base]["run_seconds"] / r[slots]["run_seconds"] for r in rounds]
-        print(f"speedup {base} -> {slots} slots (the run, through Airflow): {statistics.median(speedups):.2f}x "
+    for count in counts[1:]:
+        speedups = [r[base][seconds] / r[count][seconds] for r in rounds]
+        print(f"speedup {base} -> {count} {unit}: {statistics.median(speedups):.2f}x "
               f"(median of {len(speedups)}: {', '.join(f'{s:.2f}' for s in speedups)}; same night, same run)")
 
 
@@ -464,23 +472,17 @@ def main() -> None:
             _airflow_nights(template, establishments, counts, args.repeat,
                             dict(setting.split("=", 1) for setting in args.airflow_setting))
             return
-        rounds = []
-        for number in range(args.repeat):
-            runs = {}
-            for workers in counts if number % 2 == 0 else counts[::-1]:
-                run = one_night(template, establishments, workers, before, args.archived_nights, args.sftp_server,
-                                args.sessions == "task")
-                report(run)
-                runs[workers] = run
-            rounds.append(runs)
-    runs = [rounds[-1][workers] for workers in counts]
-    base = counts[0]
-    for workers in counts[1:]:
-        speedups = [r[base]["seconds"] / r[workers]["seconds"] for r in rounds]
-        print(f"speedup {base} -> {workers} loaders: {statistics.median(speedups):.2f}x "
-              f"(median of {len(speedups)}: {', '.join(f'{s:.2f}' for s in speedups)}; same night, same run)")
+
+        def loaders_night(workers: int) -> dict:
+            run = one_night(template, establishments, workers, before, args.archived_nights, args.sftp_server,
+                            args.sessions == "task")
+            report(run)
+            return run
+
+        rounds = in_rounds(counts, args.repeat, loaders_night)
+    print_speedups(rounds, counts, "seconds", "loaders")
     if args.france:
-        night = runs[-1]
+        night = rounds[-1][counts[-1]]
         # Each night's files carry the last 7 days: a night of France is ~420,000 visits loaded,
         # and a year of France (22 M visits) is 365 such nights (each visit loaded ~7 times).
         per_year = night["seconds"] * 365
